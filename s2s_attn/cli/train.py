@@ -1,0 +1,47 @@
+"""``s2s-train``: train a translator; every config value is a Hydra override.
+
+    s2s-train                                    # default: eng->fra, GRU + Bahdanau attention
+    s2s-train data=toy trainer.max_steps=2000
+    s2s-train -m attention=bahdanau,luong_general  # a sweep, one run directory each
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from . import config_dir
+
+log = logging.getLogger("s2s_attn")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def main(cfg: DictConfig) -> float:
+    from ..data.corpus import DataError
+    from ..training.checkpoint import CheckpointError
+    from ..training.trainer import train
+
+    run_dir = HydraConfig.get().runtime.output_dir
+    log.info("run directory: %s", run_dir)
+    try:
+        results = train(cfg, run_dir)
+    except (DataError, CheckpointError, ValueError) as error:
+        log.error("error: %s", error)
+        sys.exit(2)
+    print(
+        f"\nvalid BLEU {results['best_valid_bleu']:.2f} (best, step {results['best_step']}) | "
+        f"test BLEU {results['test_bleu']:.2f} chrF {results['test_chrf']:.2f} | "
+        f"{results['steps']} steps in {results['train_minutes']:.1f} min\n"
+        f"signature: {results['bleu_signature']}\n"
+        f"checkpoint: {results['checkpoint']}\n"
+        f"translate:  echo 'I am cold.' | s2s-translate {run_dir}"
+    )
+    return float(results["best_valid_bleu"])
+
+
+if __name__ == "__main__":
+    main()

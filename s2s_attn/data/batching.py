@@ -1,0 +1,156 @@
+"""Length-bucketed batches with a token budget (or a fixed number of sentences), seeded shuffling.
+
+Sentences of similar length are batched together so that little compute goes to padding: the
+examples are sorted by length (ties broken at random), cut into batches whose padded size
+``n_sentences * max(src_len, tgt_len)`` stays within ``batch_tokens`` (or that hold ``batch_size``
+sentences), and the batches are shuffled. Each epoch reshuffles with ``seed + epoch``, so a run is
+reproducible and resumable from (epoch, batch index).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+
+@dataclass
+class Batch:
+    src: Tensor  # (batch, src_len) ids, source + EOS, padded with PAD_ID
+    src_len: Tensor  # (batch,)
+    tgt_in: Tensor  # (batch, tgt_len) BOS + target
+    tgt_out: Tensor  # (batch, tgt_len) target + EOS
+    indices: list[int]  # positions of these examples in the dataset
+
+    @property
+    def num_tgt_tokens(self) -> int:
+        """Real target tokens (pieces + EOS), the unit of tokens/s."""
+        return int((self.tgt_out != PAD_ID).sum())
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.src.to(device, non_blocking=True),
+            self.src_len.to(device, non_blocking=True),
+            self.tgt_in.to(device, non_blocking=True),
+            self.tgt_out.to(device, non_blocking=True),
+            self.indices,
+        )
+
+
+def pad(seqs: list[list[int]], prefix: list[int] = (), suffix: list[int] = ()) -> tuple[Tensor, Tensor]:
+    """Pad id lists into (batch, max_len) with PAD_ID; return the tensor and the true lengths."""
+    lengths = [len(prefix) + len(s) + len(suffix) for s in seqs]
+    out = torch.full((len(seqs), max(lengths)), PAD_ID, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        row = list(prefix) + list(s) + list(suffix)
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out, torch.tensor(lengths, dtype=torch.long)
+
+
+def make_batch(src: list[list[int]], tgt: list[list[int]] | None, indices: list[int]) -> Batch:
+    src_t, src_len = pad(src, suffix=[EOS_ID])
+    if tgt is None:
+        empty = torch.zeros((len(src), 0), dtype=torch.long)
+        return Batch(src_t, src_len, empty, empty, indices)
+    tgt_in, _ = pad(tgt, prefix=[BOS_ID])
+    tgt_out, _ = pad(tgt, suffix=[EOS_ID])
+    return Batch(src_t, src_len, tgt_in, tgt_out, indices)
+
+
+def bucket_batches(
+    src_lens: np.ndarray,
+    tgt_lens: np.ndarray,
+    batch_tokens: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    shuffle: bool = True,
+) -> list[np.ndarray]:
+    """Group example indices into length-sorted batches; shuffle the batch order when asked.
+
+    ``batch_tokens`` caps ``len(batch) * max(padded length)``; ``batch_size`` caps sentences.
+    One of them must be given (both: both caps apply). Every index appears in exactly one batch.
+    """
+    if not batch_tokens and not batch_size:
+        raise ValueError("give trainer.batch_tokens or trainer.batch_size (a positive number)")
+    for name, value in (("batch_tokens", batch_tokens), ("batch_size", batch_size)):
+        if value is not None and value <= 0:
+            raise ValueError(f"trainer.{name} must be positive, got {value}")
+    rng = np.random.default_rng(seed)
+    n = len(src_lens)
+    lengths = np.maximum(src_lens + 1, tgt_lens + 1)  # +1: EOS / BOS
+    tie_break = rng.random(n) if shuffle else np.arange(n)
+    order = np.lexsort((tie_break, lengths))  # by length, ties at random
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < n:
+        end, longest = start, 0
+        while end < n:
+            longest_next = max(longest, int(lengths[order[end]]))
+            size_next = end - start + 1
+            if batch_size and size_next > batch_size:
+                break
+            if batch_tokens and size_next * longest_next > batch_tokens and end > start:
+                break
+            longest, end = longest_next, end + 1
+        batches.append(order[start:end])
+        start = end
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+class BatchIterator:
+    """Endless, resumable iterator over training batches: yields (epoch, index_in_epoch, Batch)."""
+
+    def __init__(
+        self,
+        src: list[list[int]],
+        tgt: list[list[int]],
+        batch_tokens: int | None,
+        batch_size: int | None,
+        seed: int,
+    ) -> None:
+        self.src, self.tgt = src, tgt
+        self.src_lens = np.array([len(s) for s in src])
+        self.tgt_lens = np.array([len(t) for t in tgt])
+        self.batch_tokens, self.batch_size, self.seed = batch_tokens, batch_size, seed
+        self.epoch, self.position = 0, 0
+        self._batches = self._epoch_batches(0)
+
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        return bucket_batches(
+            self.src_lens, self.tgt_lens, self.batch_tokens, self.batch_size, seed=self.seed + epoch
+        )
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._batches = self._epoch_batches(self.epoch)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[int, int, Batch]:
+        if self.position >= len(self._batches):
+            self.epoch += 1
+            self.position = 0
+            self._batches = self._epoch_batches(self.epoch)
+        indices = self._batches[self.position].tolist()
+        self.position += 1
+        batch = make_batch([self.src[i] for i in indices], [self.tgt[i] for i in indices], indices)
+        return self.epoch, self.position, batch
+
+
+def inference_batches(src: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar source length, for decoding (order restored by caller)."""
+    order = sorted(range(len(src)), key=lambda i: len(src[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

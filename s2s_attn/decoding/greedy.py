@@ -1,0 +1,52 @@
+"""Greedy decoding, batched over sentences."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..data.tokenizer import BOS_ID, EOS_ID
+
+
+def max_output_length(src_len: Tensor, ratio: float = 2.0, extra: int = 10) -> int:
+    """Longest output we allow for a batch: ``ratio * longest source + extra`` pieces."""
+    return int(src_len.max().item() * ratio) + extra
+
+
+@torch.no_grad()
+def greedy_decode(
+    model, src: Tensor, src_len: Tensor, max_len: int | None = None, return_attention: bool = False
+) -> tuple[list[list[int]], list[Tensor] | None]:
+    """Decode a batch greedily.
+
+    src: (batch, src_len) ids ending in EOS; src_len: (batch,).
+    Returns the output ids of each sentence (without BOS/EOS) and, if asked, each sentence's
+    attention matrix (out_len + 1 for EOS, src_len) as float tensors on the CPU.
+    """
+    if max_len is None:
+        max_len = max_output_length(src_len)
+    batch_size = src.size(0)
+    values, final, keys_proj, mask = model.encode(src, src_len)
+    state = model.decoder.init_state(final)
+    prev = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=src.device)
+    finished = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
+    outputs, attentions = [], []
+    for _ in range(max_len):
+        log_probs, state, weights = model.decoder.step(prev, state, keys_proj, values, mask)
+        prev = log_probs.argmax(dim=-1)  # (batch,)
+        prev = prev.masked_fill(finished, EOS_ID)
+        outputs.append(prev)
+        if return_attention:
+            attentions.append(weights.float())
+        finished |= prev == EOS_ID
+        if bool(finished.all()):
+            break
+    ids = torch.stack(outputs, dim=1).tolist()  # (batch, steps)
+    hyps: list[list[int]] = []
+    for row in ids:
+        hyps.append(row[: row.index(EOS_ID)] if EOS_ID in row else row)
+    if not return_attention:
+        return hyps, None
+    att = torch.stack(attentions, dim=1).cpu()  # (batch, steps, src_len)
+    lengths = src_len.tolist()
+    return hyps, [att[i, : len(h) + 1, : lengths[i]] for i, h in enumerate(hyps)]

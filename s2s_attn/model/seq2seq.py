@@ -1,0 +1,96 @@
+"""The whole translator: encoder -> attention + decoder -> output layer, built from the config."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .attention import build_attention
+from .decoder import DECODER_REGISTRY
+from .encoder import GRUEncoder
+
+
+@dataclass
+class ModelConfig:
+    """Constructor arguments of `Seq2Seq`; stored in every checkpoint to rebuild the exact model."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    emb_size: int = 256
+    encoder_hidden: int = 256
+    encoder_layers: int = 1
+    bidirectional: bool = True
+    decoder: str = "bahdanau"
+    decoder_hidden: int = 512
+    decoder_layers: int = 1
+    output_size: int = 256
+    dropout: float = 0.1
+    tie_embeddings: bool = False
+    attention: str = "bahdanau"
+    attention_size: int = 256
+    pad_id: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        if config.decoder not in DECODER_REGISTRY:
+            valid = ", ".join(sorted(DECODER_REGISTRY))
+            raise ValueError(f"unknown model.decoder {config.decoder!r}; valid names: {valid}")
+        self.encoder = GRUEncoder(
+            config.src_vocab_size,
+            config.emb_size,
+            config.encoder_hidden,
+            num_layers=config.encoder_layers,
+            bidirectional=config.bidirectional,
+            dropout=config.dropout,
+            pad_id=config.pad_id,
+        )
+        attention = build_attention(
+            config.attention,
+            query_size=config.decoder_hidden,
+            key_size=self.encoder.output_size,
+            attn_size=config.attention_size,
+        )
+        self.decoder = DECODER_REGISTRY[config.decoder](
+            vocab_size=config.tgt_vocab_size,
+            emb_size=config.emb_size,
+            hidden_size=config.decoder_hidden,
+            encoder_size=self.encoder.output_size,
+            attention=attention,
+            num_layers=config.decoder_layers,
+            output_size=config.output_size,
+            dropout=config.dropout,
+            pad_id=config.pad_id,
+            tie_embeddings=config.tie_embeddings,
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Uniform(-0.1, 0.1) for every weight, as OpenNMT-py does; zero rows for padding ids."""
+        for param in self.parameters():
+            nn.init.uniform_(param, -0.1, 0.1)
+        with torch.no_grad():
+            self.encoder.embedding.weight[self.config.pad_id].zero_()
+            self.decoder.embedding.weight[self.config.pad_id].zero_()
+
+    def encode(self, src: Tensor, src_len: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """-> (values (batch, src_len, enc), final (batch, enc), keys_proj, mask (batch, src_len))."""
+        values, final = self.encoder(src, src_len)
+        mask = src != self.config.pad_id  # (batch, src_len)
+        keys_proj = self.decoder.attention.precompute(values)
+        return values, final, keys_proj, mask
+
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher forcing. -> (logits (batch, tgt_len, vocab), attention (batch, tgt_len, src_len))."""
+        values, final, keys_proj, mask = self.encode(src, src_len)
+        return self.decoder(tgt_in, final, keys_proj, values, mask)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

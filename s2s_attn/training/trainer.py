@@ -1,0 +1,335 @@
+"""The training loop: teacher forcing, Adam, clipping, label smoothing, LR schedule, evaluation,
+early stopping, a time budget, checkpoints and TensorBoard.
+
+``train(cfg)`` takes the composed Hydra config and the run directory and returns the final metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from ..data.batching import BatchIterator, inference_batches, make_batch
+from ..data.corpus import prepare_data
+from ..data.tokenizer import PAD_ID, Tokenizer
+from ..decoding.translator import Translator, resolve_device
+from ..evaluation.metrics import Scores, score
+from ..model.seq2seq import ModelConfig, Seq2Seq
+from .checkpoint import bytes_to_tensor, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast_context(device: torch.device, precision: str):
+    """bf16/fp16 autocast where asked (``auto``: bf16 on CUDA if supported, else fp16; fp32 on CPU)."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return contextlib.nullcontext(), None
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp32":
+        return contextlib.nullcontext(), None
+    if precision not in ("bf16", "fp16"):
+        raise ValueError(f"unknown trainer.precision {precision!r}; valid: auto, fp32, bf16, fp16")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    return torch.autocast(device.type, dtype=dtype), scaler
+
+
+def lr_lambda(schedule: str, warmup: int, max_steps: int | None):
+    """Multiplier of the base learning rate at a step: linear warm-up, then the schedule."""
+    valid = ("constant", "inverse_sqrt", "linear", "cosine")
+    if schedule not in valid:
+        raise ValueError(f"unknown trainer.lr_schedule {schedule!r}; valid: {', '.join(valid)}")
+    if schedule in ("linear", "cosine") and not max_steps:
+        raise ValueError(f"trainer.lr_schedule={schedule} decays to trainer.max_steps; set trainer.max_steps")
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "inverse_sqrt":
+            return math.sqrt(max(warmup, 1) / max(step, 1))
+        if schedule in ("linear", "cosine"):
+            progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+            if schedule == "linear":
+                return max(0.0, 1.0 - progress)
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+class Evaluator:
+    """Validation/test scoring: teacher-forced loss and perplexity, greedy BLEU and chrF."""
+
+    def __init__(self, src_lines, ref_lines, tokenizer: Tokenizer, tgt_lang: str, batch_size: int, max_src: int):
+        self.src_lines, self.ref_lines, self.tokenizer = src_lines, ref_lines, tokenizer
+        self.tgt_lang, self.batch_size = tgt_lang, batch_size
+        self.src_ids = [ids[:max_src] for ids in tokenizer.encode_src(src_lines)]
+        self.tgt_ids = tokenizer.encode_tgt(ref_lines)
+
+    @torch.no_grad()
+    def loss(self, model: Seq2Seq, device: torch.device) -> tuple[float, float]:
+        """Mean negative log-likelihood per target token (no label smoothing) and its perplexity."""
+        model.eval()
+        total, tokens = 0.0, 0
+        for indices in inference_batches(self.src_ids, self.batch_size):
+            batch = make_batch([self.src_ids[i] for i in indices], [self.tgt_ids[i] for i in indices], indices)
+            batch = batch.to(device)
+            logits, _ = model(batch.src, batch.src_len, batch.tgt_in)
+            total += torch.nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1),
+                ignore_index=PAD_ID, reduction="sum",
+            ).item()
+            tokens += batch.num_tgt_tokens
+        nll = total / max(tokens, 1)
+        return nll, math.exp(min(nll, 50.0))
+
+    def translate(self, model: Seq2Seq, device: torch.device) -> list[str]:
+        translator = Translator(model, self.tokenizer, device)
+        return self.tokenizer.decode_tgt(translator.translate_ids(self.src_ids, self.batch_size))
+
+    def scores(self, model: Seq2Seq, device: torch.device) -> tuple[Scores, list[str]]:
+        model.eval()
+        hyps = self.translate(model, device)
+        return score(hyps, self.ref_lines, self.tgt_lang), hyps
+
+
+def read_split(data_dir: Path, split: str) -> tuple[list[str], list[str]]:
+    src = (data_dir / f"{split}.src").read_text(encoding="utf-8").splitlines()
+    tgt = (data_dir / f"{split}.tgt").read_text(encoding="utf-8").splitlines()
+    return src, tgt
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train a model as ``cfg`` says, writing checkpoints, TensorBoard events and results to ``run_dir``."""
+    run_dir = Path(run_dir)
+    tcfg = cfg.trainer
+    set_seed(int(tcfg.seed))
+    device = resolve_device(str(tcfg.device))
+    if tcfg.get("threads"):
+        torch.set_num_threads(int(tcfg.threads))
+    log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
+
+    # ---- data -----------------------------------------------------------------------------------
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_dir = prepare_data(data_cfg, log=log.info)
+    tokenizer = Tokenizer.train_or_load(data_dir, data_cfg.get("spm", {}), log=log.info)
+    train_src, train_tgt = read_split(data_dir, "train")
+    valid_src, valid_tgt = read_split(data_dir, "valid")
+    test_src, test_tgt = read_split(data_dir, "test")
+    max_src, max_tgt = int(data_cfg.get("max_src_pieces", 200)), int(data_cfg.get("max_tgt_pieces", 200))
+    src_ids, tgt_ids = tokenizer.encode_src(train_src), tokenizer.encode_tgt(train_tgt)
+    keep = [i for i in range(len(src_ids)) if len(src_ids[i]) <= max_src and len(tgt_ids[i]) <= max_tgt]
+    if len(keep) < len(src_ids):
+        log.info("skipped %d training pairs longer than %d/%d pieces", len(src_ids) - len(keep), max_src, max_tgt)
+    src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
+    log.info("data: %d train, %d valid, %d test pairs (%s)", len(src_ids), len(valid_src), len(test_src), data_dir)
+    iterator = BatchIterator(
+        src_ids, tgt_ids, tcfg.get("batch_tokens"), tcfg.get("batch_size"), seed=int(tcfg.seed)
+    )
+    tgt_lang = str(data_cfg.get("tgt_lang", "en"))
+    eval_batch = int(tcfg.get("eval_batch_size", 128))
+    valid_eval = Evaluator(valid_src, valid_tgt, tokenizer, tgt_lang, eval_batch, max_src)
+
+    # ---- model and optimiser ------------------------------------------------------------------------
+    mcfg = cfg.model
+    model_config = ModelConfig(
+        src_vocab_size=tokenizer.src_vocab_size,
+        tgt_vocab_size=tokenizer.tgt_vocab_size,
+        emb_size=int(mcfg.emb_size),
+        encoder_hidden=int(mcfg.encoder_hidden),
+        encoder_layers=int(mcfg.encoder_layers),
+        bidirectional=bool(mcfg.bidirectional),
+        decoder=str(mcfg.decoder),
+        decoder_hidden=int(mcfg.decoder_hidden),
+        decoder_layers=int(mcfg.decoder_layers),
+        output_size=int(mcfg.output_size),
+        dropout=float(mcfg.dropout),
+        tie_embeddings=bool(mcfg.tie_embeddings),
+        attention=str(cfg.attention.name),
+        attention_size=int(cfg.attention.size),
+        pad_id=PAD_ID,
+    )
+    model = Seq2Seq(model_config).to(device)
+    log.info("model: %s decoder, %s attention, %.2fM parameters", model_config.decoder,
+             model_config.attention, model.num_parameters() / 1e6)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=float(tcfg.lr), betas=tuple(tcfg.betas), eps=float(tcfg.get("eps", 1e-8))
+    )
+    max_steps = int(tcfg.max_steps) if tcfg.get("max_steps") else None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(str(tcfg.lr_schedule), int(tcfg.warmup_steps), max_steps)
+    )
+    autocast, scaler = autocast_context(device, str(tcfg.precision))
+    criterion = torch.nn.CrossEntropyLoss(
+        ignore_index=PAD_ID, label_smoothing=float(tcfg.label_smoothing), reduction="sum"
+    )
+
+    config_dict = OmegaConf.to_container(cfg, resolve=True)
+    spm_tensors = {"src_spm": bytes_to_tensor(tokenizer.src_proto), "tgt_spm": bytes_to_tensor(tokenizer.tgt_proto)}
+    ckpt_dir = run_dir / "checkpoints"
+
+    def payload(step: int, best: float, with_optimizer: bool) -> dict[str, Any]:
+        item = {
+            "model_config": model_config.to_dict(),
+            "model": model.state_dict(),
+            "config": config_dict,
+            "step": step,
+            "best_bleu": best,
+            **spm_tensors,
+        }
+        if with_optimizer:
+            item.update(
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                iterator=iterator.state_dict(),
+                rng={"torch": torch.get_rng_state(), "numpy": str(np.random.get_state()[1].tolist()),
+                     "python": str(random.getstate())},
+            )
+        return item
+
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```", 0)
+
+    # ---- loop -------------------------------------------------------------------------------------
+    max_seconds = float(tcfg.max_minutes) * 60 if tcfg.get("max_minutes") else None
+    eval_every, log_every = int(tcfg.eval_every), int(tcfg.log_every)
+    patience = int(tcfg.get("patience") or 0)
+    best_bleu, bad_evals, history = -1.0, 0, []
+    step, start = 0, time.time()
+    window_tokens, window_start, window_loss, window_tok_loss = 0, time.time(), 0.0, 0
+    stop_reason = "max_steps"
+    progress = tqdm(total=max_steps, desc="train", unit="step", dynamic_ncols=True, mininterval=2.0)
+
+    def evaluate(step: int) -> float:
+        nonlocal best_bleu, bad_evals
+        t0 = time.time()
+        nll, ppl = valid_eval.loss(model, device)
+        scores, hyps = valid_eval.scores(model, device)
+        model.train()
+        writer.add_scalar("valid/loss", nll, step)
+        writer.add_scalar("valid/ppl", ppl, step)
+        writer.add_scalar("valid/bleu", scores.bleu, step)
+        writer.add_scalar("valid/chrf", scores.chrf, step)
+        writer.add_text("valid/example", f"**src** {valid_src[0]}  \n**hyp** {hyps[0]}  \n**ref** {valid_tgt[0]}", step)
+        improved = scores.bleu > best_bleu
+        if improved:
+            best_bleu, bad_evals = scores.bleu, 0
+            save_checkpoint(ckpt_dir / "best.pt", payload(step, best_bleu, with_optimizer=False))
+        else:
+            bad_evals += 1
+        save_checkpoint(ckpt_dir / "last.pt", payload(step, best_bleu, with_optimizer=True))
+        entry = {"step": step, "minutes": (time.time() - start) / 60, "valid_loss": nll, "valid_ppl": ppl,
+                 "valid_bleu": scores.bleu, "valid_chrf": scores.chrf}
+        history.append(entry)
+        tqdm.write(
+            f"step {step}: valid loss {nll:.3f} ppl {ppl:.2f} BLEU {scores.bleu:.2f} chrF {scores.chrf:.2f}"
+            f"{' (best)' if improved else ''} [{time.time() - t0:.1f}s, {entry['minutes']:.1f} min]"
+        )
+        return scores.bleu
+
+    model.train()
+    while True:
+        if max_steps is not None and step >= max_steps:
+            stop_reason = "max_steps"
+            break
+        if max_seconds is not None and time.time() - start >= max_seconds:
+            stop_reason = f"max_minutes={tcfg.max_minutes}"
+            break
+        _, _, batch = next(iterator)
+        batch = batch.to(device)
+        with autocast:
+            logits, _ = model(batch.src, batch.src_len, batch.tgt_in)  # (batch, tgt_len, vocab)
+        n_tokens = batch.num_tgt_tokens
+        loss_sum = criterion(logits.float().reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1))
+        loss = loss_sum / n_tokens
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.clip_grad))
+        if not torch.isfinite(loss):
+            log.warning("step %d: non-finite loss, update skipped", step + 1)
+            optimizer.zero_grad(set_to_none=True)
+        elif scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        step += 1
+        window_tokens += n_tokens
+        window_loss += loss_sum.item()
+        window_tok_loss += n_tokens
+        progress.update(1)
+        if step % log_every == 0:
+            elapsed = time.time() - window_start
+            tok_s = window_tokens / max(elapsed, 1e-9)
+            mean_loss = window_loss / max(window_tok_loss, 1)
+            writer.add_scalar("train/loss", mean_loss, step)
+            writer.add_scalar("train/ppl", math.exp(min(mean_loss, 50.0)), step)
+            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+            writer.add_scalar("train/tokens_per_s", tok_s, step)
+            writer.add_scalar("train/grad_norm", float(grad_norm), step)
+            progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tok_s:.0f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            window_tokens, window_loss, window_tok_loss, window_start = 0, 0.0, 0, time.time()
+        if step % eval_every == 0:
+            t_eval = time.time()
+            evaluate(step)
+            window_start += time.time() - t_eval  # evaluation time is not training throughput
+            if patience and bad_evals >= patience:
+                stop_reason = f"early stopping (no BLEU gain in {patience} evaluations)"
+                break
+    progress.close()
+    train_minutes = (time.time() - start) / 60
+    if not history or history[-1]["step"] != step:
+        evaluate(step)
+    log.info("training stopped after %d steps, %.1f minutes: %s", step, train_minutes, stop_reason)
+
+    # ---- final evaluation with the best checkpoint ---------------------------------------------------
+    best = load_checkpoint(ckpt_dir / "best.pt")
+    model.load_state_dict(best["model"])
+    test_eval = Evaluator(test_src, test_tgt, tokenizer, tgt_lang, eval_batch, max_src)
+    test_scores, test_hyps = test_eval.scores(model, device)
+    (run_dir / "test.hyp").write_text("".join(h + "\n" for h in test_hyps), encoding="utf-8")
+    writer.add_scalar("test/bleu", test_scores.bleu, step)
+    writer.add_scalar("test/chrf", test_scores.chrf, step)
+    writer.close()
+    results = {
+        "steps": step,
+        "train_minutes": train_minutes,
+        "stop_reason": stop_reason,
+        "best_step": int(best["step"]),
+        "best_valid_bleu": best_bleu,
+        "test_bleu": test_scores.bleu,
+        "test_chrf": test_scores.chrf,
+        "bleu_signature": test_scores.bleu_signature,
+        "chrf_signature": test_scores.chrf_signature,
+        "parameters": model.num_parameters(),
+        "history": history,
+        "checkpoint": str(ckpt_dir / "best.pt"),
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    log.info("best valid BLEU %.2f (step %d); test BLEU %.2f chrF %.2f  [%s]", best_bleu, results["best_step"],
+             test_scores.bleu, test_scores.chrf, test_scores.bleu_signature)
+    return results

@@ -1,0 +1,65 @@
+"""The model: shapes, the fast GRU step, batched vs one-at-a-time decoding."""
+
+import pytest
+import torch
+
+from s2s_attn.data.batching import make_batch
+from s2s_attn.decoding.greedy import greedy_decode
+from s2s_attn.model.decoder import GRUCellStack
+from s2s_attn.model.seq2seq import ModelConfig, Seq2Seq
+
+
+def test_split_gru_cell_equals_torch_grucell():
+    torch.manual_seed(0)
+    stack = GRUCellStack(emb_size=6, ctx_size=5, hidden_size=7, num_layers=1, dropout=0.0)
+    emb, ctx, h = torch.randn(4, 6), torch.randn(4, 5), torch.randn(1, 4, 7)
+    ours = stack(stack.embed_gates(emb), ctx, h)[0]
+    reference = stack.cells[0](torch.cat([emb, ctx], dim=-1), h[0])
+    torch.testing.assert_close(ours, reference)
+
+
+def test_forward_shapes(tiny_model):
+    batch = make_batch([[5, 6, 7], [8, 9]], [[4, 5, 6, 7], [9]], [0, 1])
+    logits, attention = tiny_model(batch.src, batch.src_len, batch.tgt_in)
+    assert logits.shape == (2, 5, 25)  # (batch, tgt_len incl. BOS, vocab)
+    assert attention.shape == (2, 5, 4)  # (batch, tgt_len, src_len incl. EOS)
+    assert torch.all(attention[1, :, 3:] == 0)  # padding of the shorter source
+    torch.testing.assert_close(attention.sum(-1), torch.ones(2, 5))
+
+
+def test_step_by_step_decoding_matches_teacher_forced_forward(tiny_model):
+    batch = make_batch([[5, 6, 7], [8, 9]], [[4, 5, 6, 7], [9, 10, 11, 12]], [0, 1])
+    logits, _ = tiny_model(batch.src, batch.src_len, batch.tgt_in)
+    values, final, keys_proj, mask = tiny_model.encode(batch.src, batch.src_len)
+    state = tiny_model.decoder.init_state(final)
+    for t in range(batch.tgt_in.size(1)):
+        log_probs, state, _ = tiny_model.decoder.step(batch.tgt_in[:, t], state, keys_proj, values, mask)
+        torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, t], -1), rtol=1e-4, atol=1e-5)
+
+
+def test_batched_greedy_decoding_equals_one_sentence_at_a_time(tiny_model):
+    sources = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
+    batch = make_batch(sources, None, [0, 1, 2])
+    batched, _ = greedy_decode(tiny_model, batch.src, batch.src_len, max_len=12)
+    for i, source in enumerate(sources):
+        single = make_batch([source], None, [0])
+        alone, _ = greedy_decode(tiny_model, single.src, single.src_len, max_len=12)
+        assert alone[0] == batched[i]
+
+
+def test_greedy_returns_attention_over_the_real_source_only(tiny_model):
+    batch = make_batch([[5, 6, 7, 8], [9]], None, [0, 1])
+    hyps, attentions = greedy_decode(tiny_model, batch.src, batch.src_len, max_len=6, return_attention=True)
+    assert attentions[1].shape[1] == 2  # one piece + EOS
+    torch.testing.assert_close(attentions[1].sum(-1), torch.ones(attentions[1].size(0)))
+
+
+def test_unknown_decoder_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="valid names: .*bahdanau"):
+        Seq2Seq(ModelConfig(src_vocab_size=10, tgt_vocab_size=10, decoder="nope"))
+
+
+def test_tied_embeddings_share_one_matrix():
+    model = Seq2Seq(ModelConfig(src_vocab_size=10, tgt_vocab_size=12, emb_size=8, output_size=8,
+                                tie_embeddings=True))
+    assert model.decoder.output.weight is model.decoder.embedding.weight
