@@ -53,27 +53,46 @@ def autocast_context(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype), scaler
 
 
-def lr_lambda(schedule: str, warmup: int, max_steps: int | None):
-    """Multiplier of the base learning rate at a step: linear warm-up, then the schedule."""
-    valid = ("constant", "inverse_sqrt", "linear", "cosine")
-    if schedule not in valid:
-        raise ValueError(f"unknown trainer.lr_schedule {schedule!r}; valid: {', '.join(valid)}")
-    if schedule in ("linear", "cosine") and not max_steps:
-        raise ValueError(f"trainer.lr_schedule={schedule} decays to trainer.max_steps; set trainer.max_steps")
+class LRSchedule:
+    """Learning rate at a point of training: linear warm-up, then constant, 1/sqrt(step), or a
+    linear/cosine decay to 0 at the end of training.
 
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if schedule == "inverse_sqrt":
-            return math.sqrt(max(warmup, 1) / max(step, 1))
-        if schedule in ("linear", "cosine"):
-            progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
-            if schedule == "linear":
-                return max(0.0, 1.0 - progress)
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
+    The end of training is ``max_steps`` when it is set; otherwise the ``max_minutes`` budget, so a
+    time-limited run anneals exactly when its time runs out (that schedule then depends on the
+    machine's speed; set ``trainer.max_steps`` for a run that a seed reproduces step for step).
+    """
 
-    return factor
+    VALID = ("constant", "inverse_sqrt", "linear", "cosine")
+
+    def __init__(self, base_lr: float, schedule: str, warmup: int, max_steps: int | None,
+                 max_seconds: float | None, final_fraction: float = 0.0) -> None:
+        if schedule not in self.VALID:
+            raise ValueError(f"unknown trainer.lr_schedule {schedule!r}; valid: {', '.join(self.VALID)}")
+        if schedule in ("linear", "cosine") and not (max_steps or max_seconds):
+            raise ValueError(f"trainer.lr_schedule={schedule} decays to the end of training: "
+                             "set trainer.max_steps or trainer.max_minutes")
+        self.base_lr, self.schedule, self.warmup = base_lr, schedule, warmup
+        self.max_steps, self.max_seconds, self.final_fraction = max_steps, max_seconds, final_fraction
+
+    def progress(self, step: int, seconds: float) -> float:
+        """Fraction of training done (0..1), by steps if max_steps is set, else by time."""
+        if self.max_steps:
+            return min(1.0, step / self.max_steps)
+        return min(1.0, seconds / self.max_seconds)
+
+    def __call__(self, step: int, seconds: float) -> float:
+        if self.warmup and step < self.warmup:
+            return self.base_lr * (step + 1) / self.warmup
+        if self.schedule == "constant":
+            return self.base_lr
+        if self.schedule == "inverse_sqrt":
+            return self.base_lr * math.sqrt(max(self.warmup, 1) / max(step, 1))
+        progress = self.progress(step, seconds)
+        if self.schedule == "linear":
+            decay = 1.0 - progress
+        else:
+            decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.base_lr * (self.final_fraction + (1.0 - self.final_fraction) * decay)
 
 
 class Evaluator:
@@ -175,9 +194,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         model.parameters(), lr=float(tcfg.lr), betas=tuple(tcfg.betas), eps=float(tcfg.get("eps", 1e-8))
     )
     max_steps = int(tcfg.max_steps) if tcfg.get("max_steps") else None
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(str(tcfg.lr_schedule), int(tcfg.warmup_steps), max_steps)
-    )
+    max_seconds = float(tcfg.max_minutes) * 60 if tcfg.get("max_minutes") else None
+    lr_at = LRSchedule(float(tcfg.lr), str(tcfg.lr_schedule), int(tcfg.warmup_steps), max_steps, max_seconds,
+                       float(tcfg.get("lr_final_fraction", 0.0)))
     autocast, scaler = autocast_context(device, str(tcfg.precision))
     criterion = torch.nn.CrossEntropyLoss(
         ignore_index=PAD_ID, label_smoothing=float(tcfg.label_smoothing), reduction="sum"
@@ -199,7 +218,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         if with_optimizer:
             item.update(
                 optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
                 iterator=iterator.state_dict(),
                 rng={"torch": torch.get_rng_state(), "numpy": str(np.random.get_state()[1].tolist()),
                      "python": str(random.getstate())},
@@ -210,7 +228,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```", 0)
 
     # ---- loop -------------------------------------------------------------------------------------
-    max_seconds = float(tcfg.max_minutes) * 60 if tcfg.get("max_minutes") else None
     eval_every, log_every = int(tcfg.eval_every), int(tcfg.log_every)
     patience = int(tcfg.get("patience") or 0)
     best_bleu, bad_evals, history = -1.0, 0, []
@@ -256,6 +273,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             break
         _, _, batch = next(iterator)
         batch = batch.to(device)
+        lr = lr_at(step, time.time() - start)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         with autocast:
             logits, _ = model(batch.src, batch.src_len, batch.tgt_in)  # (batch, tgt_len, vocab)
         n_tokens = batch.num_tgt_tokens
@@ -276,7 +296,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             scaler.update()
         else:
             optimizer.step()
-        scheduler.step()
         step += 1
         window_tokens += n_tokens
         window_loss += loss_sum.item()
@@ -288,10 +307,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             mean_loss = window_loss / max(window_tok_loss, 1)
             writer.add_scalar("train/loss", mean_loss, step)
             writer.add_scalar("train/ppl", math.exp(min(mean_loss, 50.0)), step)
-            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+            writer.add_scalar("train/lr", lr, step)
             writer.add_scalar("train/tokens_per_s", tok_s, step)
             writer.add_scalar("train/grad_norm", float(grad_norm), step)
-            progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tok_s:.0f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tok_s:.0f}", lr=f"{lr:.2e}")
             window_tokens, window_loss, window_tok_loss, window_start = 0, 0.0, 0, time.time()
         if step % eval_every == 0:
             t_eval = time.time()
