@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..data.batching import BatchIterator, inference_batches, make_batch
 from ..data.corpus import prepare_data
@@ -257,68 +258,69 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         entry = {"step": step, "minutes": (time.time() - start) / 60, "valid_loss": nll, "valid_ppl": ppl,
                  "valid_bleu": scores.bleu, "valid_chrf": scores.chrf}
         history.append(entry)
-        tqdm.write(
+        log.info(
             f"step {step}: valid loss {nll:.3f} ppl {ppl:.2f} BLEU {scores.bleu:.2f} chrF {scores.chrf:.2f}"
             f"{' (best)' if improved else ''} [{time.time() - t0:.1f}s, {entry['minutes']:.1f} min]"
         )
         return scores.bleu
 
     model.train()
-    while True:
-        if max_steps is not None and step >= max_steps:
-            stop_reason = "max_steps"
-            break
-        if max_seconds is not None and time.time() - start >= max_seconds:
-            stop_reason = f"max_minutes={tcfg.max_minutes}"
-            break
-        _, _, batch = next(iterator)
-        batch = batch.to(device)
-        lr = lr_at(step, time.time() - start)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with autocast:
-            logits, _ = model(batch.src, batch.src_len, batch.tgt_in)  # (batch, tgt_len, vocab)
-        n_tokens = batch.num_tgt_tokens
-        loss_sum = criterion(logits.float().reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1))
-        loss = loss_sum / n_tokens
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.clip_grad))
-        if not torch.isfinite(loss):
-            log.warning("step %d: non-finite loss, update skipped", step + 1)
-            optimizer.zero_grad(set_to_none=True)
-        elif scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        step += 1
-        window_tokens += n_tokens
-        window_loss += loss_sum.item()
-        window_tok_loss += n_tokens
-        progress.update(1)
-        if step % log_every == 0:
-            elapsed = time.time() - window_start
-            tok_s = window_tokens / max(elapsed, 1e-9)
-            mean_loss = window_loss / max(window_tok_loss, 1)
-            writer.add_scalar("train/loss", mean_loss, step)
-            writer.add_scalar("train/ppl", math.exp(min(mean_loss, 50.0)), step)
-            writer.add_scalar("train/lr", lr, step)
-            writer.add_scalar("train/tokens_per_s", tok_s, step)
-            writer.add_scalar("train/grad_norm", float(grad_norm), step)
-            progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tok_s:.0f}", lr=f"{lr:.2e}")
-            window_tokens, window_loss, window_tok_loss, window_start = 0, 0.0, 0, time.time()
-        if step % eval_every == 0:
-            t_eval = time.time()
-            evaluate(step)
-            window_start += time.time() - t_eval  # evaluation time is not training throughput
-            if patience and bad_evals >= patience:
-                stop_reason = f"early stopping (no BLEU gain in {patience} evaluations)"
+    with logging_redirect_tqdm():  # log lines (evaluations) print above the progress bar
+        while True:
+            if max_steps is not None and step >= max_steps:
+                stop_reason = "max_steps"
                 break
+            if max_seconds is not None and time.time() - start >= max_seconds:
+                stop_reason = f"max_minutes={tcfg.max_minutes}"
+                break
+            _, _, batch = next(iterator)
+            batch = batch.to(device)
+            lr = lr_at(step, time.time() - start)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast:
+                logits, _ = model(batch.src, batch.src_len, batch.tgt_in)  # (batch, tgt_len, vocab)
+            n_tokens = batch.num_tgt_tokens
+            loss_sum = criterion(logits.float().reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1))
+            loss = loss_sum / n_tokens
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.clip_grad))
+            if not torch.isfinite(loss):
+                log.warning("step %d: non-finite loss, update skipped", step + 1)
+                optimizer.zero_grad(set_to_none=True)
+            elif scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            step += 1
+            window_tokens += n_tokens
+            window_loss += loss_sum.item()
+            window_tok_loss += n_tokens
+            progress.update(1)
+            if step % log_every == 0:
+                elapsed = time.time() - window_start
+                tok_s = window_tokens / max(elapsed, 1e-9)
+                mean_loss = window_loss / max(window_tok_loss, 1)
+                writer.add_scalar("train/loss", mean_loss, step)
+                writer.add_scalar("train/ppl", math.exp(min(mean_loss, 50.0)), step)
+                writer.add_scalar("train/lr", lr, step)
+                writer.add_scalar("train/tokens_per_s", tok_s, step)
+                writer.add_scalar("train/grad_norm", float(grad_norm), step)
+                progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tok_s:.0f}", lr=f"{lr:.2e}")
+                window_tokens, window_loss, window_tok_loss, window_start = 0, 0.0, 0, time.time()
+            if step % eval_every == 0:
+                t_eval = time.time()
+                evaluate(step)
+                window_start += time.time() - t_eval  # evaluation time is not training throughput
+                if patience and bad_evals >= patience:
+                    stop_reason = f"early stopping (no BLEU gain in {patience} evaluations)"
+                    break
     progress.close()
     train_minutes = (time.time() - start) / 60
     if not history or history[-1]["step"] != step:
