@@ -233,6 +233,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     patience = int(tcfg.get("patience") or 0)
     best_bleu, bad_evals, history = -1.0, 0, []
     step, start = 0, time.time()
+    total_tokens, train_seconds = 0, 0.0  # for the run's mean throughput (evaluations excluded)
     window_tokens, window_start, window_loss, window_tok_loss = 0, time.time(), 0.0, 0
     stop_reason = "max_steps"
     progress = tqdm(total=max_steps, desc="train", unit="step", dynamic_ncols=True, mininterval=2.0)
@@ -305,6 +306,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             progress.update(1)
             if step % log_every == 0:
                 elapsed = time.time() - window_start
+                total_tokens, train_seconds = total_tokens + window_tokens, train_seconds + elapsed
                 tok_s = window_tokens / max(elapsed, 1e-9)
                 mean_loss = window_loss / max(window_tok_loss, 1)
                 writer.add_scalar("train/loss", mean_loss, step)
@@ -337,6 +339,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     writer.add_scalar("test/chrf", test_scores.chrf, step)
     writer.close()
     results = {
+        "attention": model_config.attention,
+        "decoder": model_config.decoder,
+        "data": str(data_cfg.get("name")),
+        "seed": int(tcfg.seed),
+        "tgt_lang": tgt_lang,
+        "test_references": str(data_dir / "test.tgt"),
+        "test_hypotheses": str(run_dir / "test.hyp"),
+        "tokens_per_s": total_tokens / train_seconds if train_seconds else None,
+        "wall_minutes": (time.time() - start) / 60,
         "steps": step,
         "train_minutes": train_minutes,
         "stop_reason": stop_reason,
