@@ -26,13 +26,49 @@ def _deterministic_threads():
     yield
 
 
-@pytest.fixture
-def tiny_model():
+def _make_tiny_model(attention: str = "bahdanau", decoder: str = "bahdanau", input_feeding: bool = True, **overrides):
     from s2s_attn.model.seq2seq import ModelConfig, Seq2Seq
 
-    torch.manual_seed(0)
-    config = ModelConfig(
+    settings = dict(
         src_vocab_size=30, tgt_vocab_size=25, emb_size=16, encoder_hidden=12, decoder_hidden=20,
-        output_size=16, attention_size=10, dropout=0.0,
+        output_size=16, attention_size=10, attention_heads=2, dropout=0.0,
     )
+    if attention == "luong_dot":
+        settings["decoder_hidden"] = 24  # the dot score needs decoder state size == encoder output (2 x 12)
+    settings.update(overrides)
+    torch.manual_seed(0)
+    config = ModelConfig(attention=attention, decoder=decoder, input_feeding=input_feeding, **settings)
     return Seq2Seq(config).eval()
+
+
+@pytest.fixture
+def make_tiny_model():
+    """Factory: ``make_tiny_model(attention=..., decoder=..., input_feeding=..., **ModelConfig fields)``
+    -> a small Seq2Seq in eval mode, no dropout, seeded."""
+    return _make_tiny_model
+
+
+@pytest.fixture
+def tiny_model():
+    """The default tiny model: Bahdanau decoder and attention."""
+    return _make_tiny_model()
+
+
+def _model_variants() -> list:
+    from s2s_attn.model.attention import ATTENTION_REGISTRY
+
+    decoders = [("bahdanau", True), ("luong", True), ("luong", False)]  # bahdanau ignores input feeding
+    return [
+        pytest.param(
+            dict(decoder=decoder, input_feeding=feeding, attention=attention),
+            id=f"{decoder}{'' if decoder == 'bahdanau' else '+feed' if feeding else '-nofeed'}-{attention}",
+        )
+        for decoder, feeding in decoders
+        for attention in sorted(ATTENTION_REGISTRY)
+    ]
+
+
+@pytest.fixture(params=_model_variants())
+def any_tiny_model(request):
+    """Every decoder style (luong with and without input feeding) x every registered attention."""
+    return _make_tiny_model(**request.param)

@@ -2,6 +2,10 @@
 
 Decoder styles are registered by name (``model.decoder=``). The attention is any module from
 ``s2s_attn.model.attention``; the decoder only relies on its interface.
+
+    bahdanau  attend with the previous state s_{t-1}, feed the context into the GRU (RNNsearch)
+    luong     run the GRU first, attend with the new state h_t, combine into h~_t = tanh(W_c [c_t; h_t]);
+              optionally feed h~_{t-1} into the next GRU input ("input feeding", Luong et al. 2015)
 """
 
 from __future__ import annotations
@@ -37,6 +41,23 @@ class Decoder(nn.Module):
 
     name = "base"
     hidden_size: int
+    num_layers: int
+    bridge: nn.Linear
+
+    def bridge_hidden(self, encoder_final: Tensor) -> Tensor:
+        """s_0 = tanh(W_b h_enc): encoder_final (batch, encoder_size) -> (layers, batch, hidden_size)."""
+        bridged = torch.tanh(self.bridge(encoder_final))  # (batch, layers * H)
+        return bridged.view(-1, self.num_layers, self.hidden_size).transpose(0, 1).contiguous()
+
+    @staticmethod
+    def tie_output_to_embedding(output: nn.Linear, embedding: nn.Embedding) -> None:
+        """Share the target embedding matrix with the vocabulary projection (same (vocab, emb) shape)."""
+        if output.in_features != embedding.embedding_dim:
+            raise ValueError(
+                f"model.tie_embeddings needs model.output_size == model.emb_size "
+                f"(got {output.in_features} and {embedding.embedding_dim})"
+            )
+        output.weight = embedding.weight
 
     def init_state(self, encoder_final: Tensor) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
@@ -124,7 +145,10 @@ class BahdanauDecoder(Decoder):
         dropout: float = 0.1,
         pad_id: int = 0,
         tie_embeddings: bool = False,
+        input_feeding: bool = True,
     ) -> None:
+        """``input_feeding`` is accepted for a uniform constructor and ignored: this decoder always
+        feeds the context c_t into the GRU."""
         super().__init__()
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
@@ -135,18 +159,11 @@ class BahdanauDecoder(Decoder):
         self.pre_output = nn.Linear(hidden_size + encoder_size + emb_size, output_size)
         self.output = nn.Linear(output_size, vocab_size)
         if tie_embeddings:
-            if output_size != emb_size:
-                raise ValueError(
-                    f"model.tie_embeddings needs model.output_size == model.emb_size "
-                    f"(got {output_size} and {emb_size})"
-                )
-            self.output.weight = self.embedding.weight
+            self.tie_output_to_embedding(self.output, self.embedding)
 
     def init_state(self, encoder_final: Tensor) -> tuple[Tensor, None]:
         """encoder_final: (batch, encoder_size) -> hidden (layers, batch, hidden_size)."""
-        bridged = torch.tanh(self.bridge(encoder_final))  # (batch, layers * H)
-        hidden = bridged.view(-1, self.num_layers, self.hidden_size).transpose(0, 1).contiguous()
-        return hidden, None
+        return self.bridge_hidden(encoder_final), None
 
     def _logits(self, hidden_top: Tensor, context: Tensor, emb: Tensor) -> Tensor:
         """(…, H), (…, enc), (…, emb) -> logits (…, vocab)."""
@@ -176,3 +193,102 @@ class BahdanauDecoder(Decoder):
         contexts_t = torch.stack(contexts, dim=1)  # (batch, tgt_len, enc)
         logits = self._logits(self.dropout(tops_t), contexts_t, emb)  # (batch, tgt_len, vocab)
         return logits, torch.stack(attentions, dim=1)  # (batch, tgt_len, src_len)
+
+
+@register_decoder("luong")
+class LuongDecoder(Decoder):
+    """Luong-style (global attention) decoder: run the GRU first, then attend with the new state.
+
+        h_t      = GRU([E y_{t-1}; h~_{t-1}], h_{t-1})      (h~_{t-1} only with input feeding)
+        c_t, a_t = attention(h_t, keys, values)
+        h~_t     = tanh(W_c [c_t; h_t])                     (output_size,)
+        p(y_t)   = softmax(W_out dropout(h~_t))
+
+    h_0 = tanh(W_b h_enc) as in `BahdanauDecoder`; h~_0 = 0. The state's ``extra`` slot carries
+    h~_{t-1} (batch, output_size) after dropout, the vector the output layer saw (as in OpenNMT-py),
+    or None without input feeding. ``output_size`` is the size of h~, so ``tie_embeddings`` needs
+    output_size == emb_size, as for the Bahdanau decoder.
+
+    Without input feeding nothing in the recurrence depends on the attention, so the teacher-forced
+    ``forward`` runs the GRU (an ``nn.GRU``) over the whole target in one call and attends for all
+    steps at once with the 3-D query. With input feeding it loops over the steps; in both cases
+    the vocabulary projection runs once for all steps.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        emb_size: int,
+        hidden_size: int,
+        encoder_size: int,
+        attention: Attention,
+        num_layers: int = 1,
+        output_size: int = 256,
+        dropout: float = 0.1,
+        pad_id: int = 0,
+        tie_embeddings: bool = False,
+        input_feeding: bool = True,
+    ) -> None:
+        super().__init__()
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.output_size, self.input_feeding = output_size, input_feeding
+        self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
+        self.dropout = nn.Dropout(dropout)
+        self.bridge = nn.Linear(encoder_size, hidden_size * num_layers)
+        self.attention = attention
+        self.rnn = nn.GRU(
+            emb_size + (output_size if input_feeding else 0),
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.combine = nn.Linear(encoder_size + hidden_size, output_size, bias=False)  # W_c
+        self.output = nn.Linear(output_size, vocab_size)
+        if tie_embeddings:
+            self.tie_output_to_embedding(self.output, self.embedding)
+
+    def init_state(self, encoder_final: Tensor) -> tuple[Tensor, Tensor | None]:
+        """-> (h_0 (layers, batch, hidden_size), h~_0 zeros (batch, output_size) or None)."""
+        hidden = self.bridge_hidden(encoder_final)  # (layers, batch, H)
+        if not self.input_feeding:
+            return hidden, None
+        return hidden, hidden.new_zeros(hidden.size(1), self.output_size)  # (batch, output_size)
+
+    def attend(self, tops: Tensor, keys_proj: Tensor, values: Tensor, src_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """h_t -> (dropout(h~_t), a_t) for one step (batch, H) or all steps (batch, tgt_len, H).
+
+        Returns (batch, [tgt_len,] output_size) and (batch, [tgt_len,] src_len).
+        """
+        context, weights = self.attention(tops, keys_proj, values, src_mask)  # (batch, [tgt_len,] enc)
+        attentional = torch.tanh(self.combine(torch.cat([context, tops], dim=-1)))  # (batch, [tgt_len,] out)
+        return self.dropout(attentional), weights
+
+    def step(self, prev_tokens, state, keys_proj, values, src_mask):
+        hidden, feed = state  # (layers, batch, H), (batch, output_size) or None
+        emb = self.dropout(self.embedding(prev_tokens))  # (batch, emb)
+        rnn_input = emb if feed is None else torch.cat([emb, feed.to(emb.dtype)], dim=-1)  # (batch, emb [+ out])
+        top, hidden = self.rnn(rnn_input.unsqueeze(1), hidden)  # (batch, 1, H), (layers, batch, H)
+        attentional, weights = self.attend(top.squeeze(1), keys_proj, values, src_mask)  # (batch, out)
+        logits = self.output(attentional)  # (batch, vocab)
+        new_state = (hidden, attentional if self.input_feeding else None)
+        return torch.log_softmax(logits.float(), dim=-1), new_state, weights
+
+    def forward(self, tgt_in, encoder_final, keys_proj, values, src_mask):
+        emb = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
+        hidden, feed = self.init_state(encoder_final)
+        if feed is None:
+            tops, _ = self.rnn(emb, hidden)  # (batch, tgt_len, H): the whole target in one call
+            attentionals, attentions = self.attend(tops, keys_proj, values, src_mask)  # 3-D query
+        else:
+            steps, weights_per_step = [], []
+            for t in range(tgt_in.size(1)):
+                rnn_input = torch.cat([emb[:, t], feed.to(emb.dtype)], dim=-1)  # (batch, emb + out)
+                top, hidden = self.rnn(rnn_input.unsqueeze(1), hidden)  # (batch, 1, H)
+                feed, weights = self.attend(top.squeeze(1), keys_proj, values, src_mask)  # (batch, out)
+                steps.append(feed)
+                weights_per_step.append(weights)
+            attentionals = torch.stack(steps, dim=1)  # (batch, tgt_len, output_size)
+            attentions = torch.stack(weights_per_step, dim=1)  # (batch, tgt_len, src_len)
+        logits = self.output(attentionals)  # (batch, tgt_len, vocab)
+        return logits, attentions

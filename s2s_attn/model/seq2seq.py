@@ -25,11 +25,13 @@ class ModelConfig:
     decoder: str = "bahdanau"
     decoder_hidden: int = 512
     decoder_layers: int = 1
+    input_feeding: bool = True  # luong decoder: feed h~_{t-1} into the GRU; bahdanau ignores it
     output_size: int = 256
     dropout: float = 0.1
     tie_embeddings: bool = False
     attention: str = "bahdanau"
     attention_size: int = 256
+    attention_heads: int = 1  # multihead only
     pad_id: int = 0
 
     def to_dict(self) -> dict:
@@ -57,6 +59,7 @@ class Seq2Seq(nn.Module):
             query_size=config.decoder_hidden,
             key_size=self.encoder.output_size,
             attn_size=config.attention_size,
+            heads=config.attention_heads,
         )
         self.decoder = DECODER_REGISTRY[config.decoder](
             vocab_size=config.tgt_vocab_size,
@@ -69,6 +72,7 @@ class Seq2Seq(nn.Module):
             dropout=config.dropout,
             pad_id=config.pad_id,
             tie_embeddings=config.tie_embeddings,
+            input_feeding=config.input_feeding,
         )
         self.reset_parameters()
 

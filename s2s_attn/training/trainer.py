@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ..data.batching import BatchIterator, inference_batches, make_batch
+from ..data.batching import Batch, BatchIterator, inference_batches, make_batch
 from ..data.corpus import prepare_data
 from ..data.tokenizer import PAD_ID, Tokenizer
 from ..decoding.translator import Translator, resolve_device
@@ -138,6 +139,110 @@ def read_split(data_dir: Path, split: str) -> tuple[list[str], list[str]]:
     return src, tgt
 
 
+@dataclass
+class Corpus:
+    """Prepared data of a run: the tokenizer, the training pairs as piece ids, raw valid/test text."""
+
+    data_dir: Path
+    tokenizer: Tokenizer
+    train_src: list[list[int]]
+    train_tgt: list[list[int]]
+    valid: tuple[list[str], list[str]]
+    test: tuple[list[str], list[str]]
+    tgt_lang: str
+    max_src_pieces: int
+
+
+def load_corpus(cfg: DictConfig) -> Corpus:
+    """Prepare the data (cached), train or load SentencePiece, encode the training pairs."""
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_dir = prepare_data(data_cfg, log=log.info)
+    tokenizer = Tokenizer.train_or_load(data_dir, data_cfg.get("spm", {}), log=log.info)
+    train_src, train_tgt = read_split(data_dir, "train")
+    max_src, max_tgt = int(data_cfg.get("max_src_pieces", 200)), int(data_cfg.get("max_tgt_pieces", 200))
+    src_ids, tgt_ids = tokenizer.encode_src(train_src), tokenizer.encode_tgt(train_tgt)
+    keep = [i for i in range(len(src_ids)) if len(src_ids[i]) <= max_src and len(tgt_ids[i]) <= max_tgt]
+    if len(keep) < len(src_ids):
+        log.info("skipped %d training pairs longer than %d/%d pieces", len(src_ids) - len(keep), max_src, max_tgt)
+    corpus = Corpus(
+        data_dir=data_dir,
+        tokenizer=tokenizer,
+        train_src=[src_ids[i] for i in keep],
+        train_tgt=[tgt_ids[i] for i in keep],
+        valid=read_split(data_dir, "valid"),
+        test=read_split(data_dir, "test"),
+        tgt_lang=str(data_cfg.get("tgt_lang", "en")),
+        max_src_pieces=max_src,
+    )
+    log.info("data: %d train, %d valid, %d test pairs (%s)", len(corpus.train_src), len(corpus.valid[0]),
+             len(corpus.test[0]), data_dir)
+    return corpus
+
+
+def model_config_from(cfg: DictConfig, tokenizer: Tokenizer) -> ModelConfig:
+    """The model's constructor arguments from the ``model`` and ``attention`` config groups."""
+    mcfg = cfg.model
+    return ModelConfig(
+        src_vocab_size=tokenizer.src_vocab_size,
+        tgt_vocab_size=tokenizer.tgt_vocab_size,
+        emb_size=int(mcfg.emb_size),
+        encoder_hidden=int(mcfg.encoder_hidden),
+        encoder_layers=int(mcfg.encoder_layers),
+        bidirectional=bool(mcfg.bidirectional),
+        decoder=str(mcfg.decoder),
+        decoder_hidden=int(mcfg.decoder_hidden),
+        decoder_layers=int(mcfg.decoder_layers),
+        input_feeding=bool(mcfg.get("input_feeding", True)),
+        output_size=int(mcfg.output_size),
+        dropout=float(mcfg.dropout),
+        tie_embeddings=bool(mcfg.tie_embeddings),
+        attention=str(cfg.attention.name),
+        attention_size=int(cfg.attention.size),
+        attention_heads=int(cfg.attention.get("heads", 1)),
+        pad_id=PAD_ID,
+    )
+
+
+class StepRunner:
+    """One optimisation step on a batch: forward (under autocast), loss, backward, clip, update.
+
+    A step whose loss is not finite is skipped (no update) and counted in ``skipped``.
+    """
+
+    def __init__(self, model: Seq2Seq, optimizer: torch.optim.Optimizer, device: torch.device, precision: str,
+                 label_smoothing: float, clip_grad: float) -> None:
+        self.model, self.optimizer, self.clip_grad = model, optimizer, clip_grad
+        self.autocast, self.scaler = autocast_context(device, precision)
+        self.criterion = torch.nn.CrossEntropyLoss(ignore_index=PAD_ID, label_smoothing=label_smoothing,
+                                                   reduction="sum")
+        self.skipped = 0
+
+    def __call__(self, batch: Batch) -> tuple[float, int, float]:
+        """-> (summed loss, target tokens, gradient norm before clipping)."""
+        with self.autocast:
+            logits, _ = self.model(batch.src, batch.src_len, batch.tgt_in)  # (batch, tgt_len, vocab)
+        n_tokens = batch.num_tgt_tokens
+        loss_sum = self.criterion(logits.float().reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1))
+        loss = loss_sum / n_tokens
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+        if not torch.isfinite(loss):
+            self.skipped += 1
+            log.warning("non-finite loss, update skipped (%d so far)", self.skipped)
+            self.optimizer.zero_grad(set_to_none=True)
+        elif self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return loss_sum.item(), n_tokens, float(grad_norm)
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train a model as ``cfg`` says, writing checkpoints, TensorBoard events and results to ``run_dir``."""
     run_dir = Path(run_dir)
@@ -149,45 +254,17 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
 
     # ---- data -----------------------------------------------------------------------------------
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    data_dir = prepare_data(data_cfg, log=log.info)
-    tokenizer = Tokenizer.train_or_load(data_dir, data_cfg.get("spm", {}), log=log.info)
-    train_src, train_tgt = read_split(data_dir, "train")
-    valid_src, valid_tgt = read_split(data_dir, "valid")
-    test_src, test_tgt = read_split(data_dir, "test")
-    max_src, max_tgt = int(data_cfg.get("max_src_pieces", 200)), int(data_cfg.get("max_tgt_pieces", 200))
-    src_ids, tgt_ids = tokenizer.encode_src(train_src), tokenizer.encode_tgt(train_tgt)
-    keep = [i for i in range(len(src_ids)) if len(src_ids[i]) <= max_src and len(tgt_ids[i]) <= max_tgt]
-    if len(keep) < len(src_ids):
-        log.info("skipped %d training pairs longer than %d/%d pieces", len(src_ids) - len(keep), max_src, max_tgt)
-    src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
-    log.info("data: %d train, %d valid, %d test pairs (%s)", len(src_ids), len(valid_src), len(test_src), data_dir)
+    corpus = load_corpus(cfg)
+    tokenizer, tgt_lang, max_src = corpus.tokenizer, corpus.tgt_lang, corpus.max_src_pieces
+    (valid_src, valid_tgt), (test_src, test_tgt) = corpus.valid, corpus.test
     iterator = BatchIterator(
-        src_ids, tgt_ids, tcfg.get("batch_tokens"), tcfg.get("batch_size"), seed=int(tcfg.seed)
+        corpus.train_src, corpus.train_tgt, tcfg.get("batch_tokens"), tcfg.get("batch_size"), seed=int(tcfg.seed)
     )
-    tgt_lang = str(data_cfg.get("tgt_lang", "en"))
     eval_batch = int(tcfg.get("eval_batch_size", 128))
     valid_eval = Evaluator(valid_src, valid_tgt, tokenizer, tgt_lang, eval_batch, max_src)
 
     # ---- model and optimiser ------------------------------------------------------------------------
-    mcfg = cfg.model
-    model_config = ModelConfig(
-        src_vocab_size=tokenizer.src_vocab_size,
-        tgt_vocab_size=tokenizer.tgt_vocab_size,
-        emb_size=int(mcfg.emb_size),
-        encoder_hidden=int(mcfg.encoder_hidden),
-        encoder_layers=int(mcfg.encoder_layers),
-        bidirectional=bool(mcfg.bidirectional),
-        decoder=str(mcfg.decoder),
-        decoder_hidden=int(mcfg.decoder_hidden),
-        decoder_layers=int(mcfg.decoder_layers),
-        output_size=int(mcfg.output_size),
-        dropout=float(mcfg.dropout),
-        tie_embeddings=bool(mcfg.tie_embeddings),
-        attention=str(cfg.attention.name),
-        attention_size=int(cfg.attention.size),
-        pad_id=PAD_ID,
-    )
+    model_config = model_config_from(cfg, tokenizer)
     model = Seq2Seq(model_config).to(device)
     log.info("model: %s decoder, %s attention, %.2fM parameters", model_config.decoder,
              model_config.attention, model.num_parameters() / 1e6)
@@ -198,10 +275,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     max_seconds = float(tcfg.max_minutes) * 60 if tcfg.get("max_minutes") else None
     lr_at = LRSchedule(float(tcfg.lr), str(tcfg.lr_schedule), int(tcfg.warmup_steps), max_steps, max_seconds,
                        float(tcfg.get("lr_final_fraction", 0.0)))
-    autocast, scaler = autocast_context(device, str(tcfg.precision))
-    criterion = torch.nn.CrossEntropyLoss(
-        ignore_index=PAD_ID, label_smoothing=float(tcfg.label_smoothing), reduction="sum"
-    )
+    run_step = StepRunner(model, optimizer, device, str(tcfg.precision), float(tcfg.label_smoothing),
+                          float(tcfg.clip_grad))
 
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     spm_tensors = {"src_spm": bytes_to_tensor(tokenizer.src_proto), "tgt_spm": bytes_to_tensor(tokenizer.tgt_proto)}
@@ -279,29 +354,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             lr = lr_at(step, time.time() - start)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with autocast:
-                logits, _ = model(batch.src, batch.src_len, batch.tgt_in)  # (batch, tgt_len, vocab)
-            n_tokens = batch.num_tgt_tokens
-            loss_sum = criterion(logits.float().reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1))
-            loss = loss_sum / n_tokens
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.clip_grad))
-            if not torch.isfinite(loss):
-                log.warning("step %d: non-finite loss, update skipped", step + 1)
-                optimizer.zero_grad(set_to_none=True)
-            elif scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            loss_sum, n_tokens, grad_norm = run_step(batch)
             step += 1
             window_tokens += n_tokens
-            window_loss += loss_sum.item()
+            window_loss += loss_sum
             window_tok_loss += n_tokens
             progress.update(1)
             if step % log_every == 0:
@@ -341,10 +397,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     results = {
         "attention": model_config.attention,
         "decoder": model_config.decoder,
-        "data": str(data_cfg.get("name")),
+        "data": str(cfg.data.name),
         "seed": int(tcfg.seed),
         "tgt_lang": tgt_lang,
-        "test_references": str(data_dir / "test.tgt"),
+        "test_references": str(corpus.data_dir / "test.tgt"),
         "test_hypotheses": str(run_dir / "test.hyp"),
         "tokens_per_s": total_tokens / train_seconds if train_seconds else None,
         "wall_minutes": (time.time() - start) / 60,

@@ -1,4 +1,5 @@
-"""The model: shapes, the fast GRU step, batched vs one-at-a-time decoding."""
+"""The model: shapes, the fast GRU step, batched vs one-at-a-time decoding, for every decoder style
+(luong with and without input feeding) and every attention (the ``any_tiny_model`` fixture)."""
 
 import pytest
 import torch
@@ -18,48 +19,66 @@ def test_split_gru_cell_equals_torch_grucell():
     torch.testing.assert_close(ours, reference)
 
 
-def test_forward_shapes(tiny_model):
+def test_forward_shapes(any_tiny_model):
     batch = make_batch([[5, 6, 7], [8, 9]], [[4, 5, 6, 7], [9]], [0, 1])
-    logits, attention = tiny_model(batch.src, batch.src_len, batch.tgt_in)
+    logits, attention = any_tiny_model(batch.src, batch.src_len, batch.tgt_in)
     assert logits.shape == (2, 5, 25)  # (batch, tgt_len incl. BOS, vocab)
     assert attention.shape == (2, 5, 4)  # (batch, tgt_len, src_len incl. EOS)
     assert torch.all(attention[1, :, 3:] == 0)  # padding of the shorter source
     torch.testing.assert_close(attention.sum(-1), torch.ones(2, 5))
 
 
-def test_step_by_step_decoding_matches_teacher_forced_forward(tiny_model):
+def test_step_by_step_decoding_matches_teacher_forced_forward(any_tiny_model):
+    model = any_tiny_model
     batch = make_batch([[5, 6, 7], [8, 9]], [[4, 5, 6, 7], [9, 10, 11, 12]], [0, 1])
-    logits, _ = tiny_model(batch.src, batch.src_len, batch.tgt_in)
-    values, final, keys_proj, mask = tiny_model.encode(batch.src, batch.src_len)
-    state = tiny_model.decoder.init_state(final)
+    logits, attention = model(batch.src, batch.src_len, batch.tgt_in)
+    values, final, keys_proj, mask = model.encode(batch.src, batch.src_len)
+    state = model.decoder.init_state(final)
     for t in range(batch.tgt_in.size(1)):
-        log_probs, state, _ = tiny_model.decoder.step(batch.tgt_in[:, t], state, keys_proj, values, mask)
+        log_probs, state, weights = model.decoder.step(batch.tgt_in[:, t], state, keys_proj, values, mask)
         torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, t], -1), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(weights, attention[:, t], rtol=1e-4, atol=1e-5)
 
 
-def test_batched_greedy_decoding_equals_one_sentence_at_a_time(tiny_model):
+def test_batched_greedy_decoding_equals_one_sentence_at_a_time(any_tiny_model):
     sources = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
     batch = make_batch(sources, None, [0, 1, 2])
-    batched, _ = greedy_decode(tiny_model, batch.src, batch.src_len, max_len=12)
+    batched, _ = greedy_decode(any_tiny_model, batch.src, batch.src_len, max_len=12)
     for i, source in enumerate(sources):
         single = make_batch([source], None, [0])
-        alone, _ = greedy_decode(tiny_model, single.src, single.src_len, max_len=12)
+        alone, _ = greedy_decode(any_tiny_model, single.src, single.src_len, max_len=12)
         assert alone[0] == batched[i]
 
 
-def test_greedy_returns_attention_over_the_real_source_only(tiny_model):
+def test_greedy_returns_attention_over_the_real_source_only(any_tiny_model):
     batch = make_batch([[5, 6, 7, 8], [9]], None, [0, 1])
-    hyps, attentions = greedy_decode(tiny_model, batch.src, batch.src_len, max_len=6, return_attention=True)
+    hyps, attentions = greedy_decode(any_tiny_model, batch.src, batch.src_len, max_len=6, return_attention=True)
     assert attentions[1].shape[1] == 2  # one piece + EOS
     torch.testing.assert_close(attentions[1].sum(-1), torch.ones(attentions[1].size(0)))
 
 
 def test_unknown_decoder_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="valid names: .*bahdanau"):
+    with pytest.raises(ValueError, match="valid names: .*bahdanau.*luong"):
         Seq2Seq(ModelConfig(src_vocab_size=10, tgt_vocab_size=10, decoder="nope"))
 
 
-def test_tied_embeddings_share_one_matrix():
+@pytest.mark.parametrize("decoder", ["bahdanau", "luong"])
+def test_tied_embeddings_share_one_matrix(decoder):
     model = Seq2Seq(ModelConfig(src_vocab_size=10, tgt_vocab_size=12, emb_size=8, output_size=8,
-                                tie_embeddings=True))
+                                tie_embeddings=True, decoder=decoder))
     assert model.decoder.output.weight is model.decoder.embedding.weight
+
+
+@pytest.mark.parametrize("decoder", ["bahdanau", "luong"])
+def test_tied_embeddings_need_output_size_equal_to_emb_size(decoder):
+    with pytest.raises(ValueError, match="output_size == model.emb_size"):
+        Seq2Seq(ModelConfig(src_vocab_size=10, tgt_vocab_size=12, emb_size=8, output_size=6,
+                            tie_embeddings=True, decoder=decoder))
+
+
+def test_an_old_checkpoint_config_without_the_new_fields_still_builds():
+    old = dict(src_vocab_size=10, tgt_vocab_size=12, emb_size=8, encoder_hidden=4, decoder_hidden=6,
+               output_size=8, attention_size=4)  # no input_feeding / attention_heads
+    config = ModelConfig(**old)
+    assert (config.input_feeding, config.attention_heads) == (True, 1)
+    Seq2Seq(config)

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Measure training and decoding speed with the toolkit's own code paths; one JSON line per config.
+
+    python scripts/benchmark.py                       # the default set of configurations
+    python scripts/benchmark.py --steps 300 --configs "bahdanau=experiment=benchmark" \
+        "luong_parallel=experiment=benchmark model.decoder=luong attention=luong_general model.input_feeding=false"
+
+Each configuration runs in its own process (so peak RSS is its own), on the same prepared data:
+``--warmup`` training steps, then ``--steps`` timed steps (target tokens/s and sentences/s in steady
+state), then greedy decoding of ``--decode`` test sentences in batches of 64 (sentences/s).
+Keys: config, overrides, train_tok_s, train_sent_s, steps, peak_rss_mib, greedy_sent_s, threads, params.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+DEFAULT_CONFIGS = [
+    "bahdanau=experiment=benchmark",
+    "luong_general_feed=experiment=benchmark model.decoder=luong attention=luong_general",
+    "luong_general_parallel=experiment=benchmark model.decoder=luong attention=luong_general "
+    "model.input_feeding=false",
+]
+
+
+def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: int, threads: int) -> dict:
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from s2s_attn.cli import config_dir
+    from s2s_attn.data.batching import BatchIterator
+    from s2s_attn.decoding.translator import Translator, resolve_device
+    from s2s_attn.model.seq2seq import Seq2Seq
+    from s2s_attn.training.trainer import StepRunner, load_corpus, model_config_from, set_seed
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    torch.set_num_threads(threads)
+    set_seed(int(cfg.trainer.seed))
+    device = resolve_device(str(cfg.trainer.device))
+    corpus = load_corpus(cfg)
+    model = Seq2Seq(model_config_from(cfg, corpus.tokenizer)).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.trainer.lr))
+    run_step = StepRunner(model, optimizer, device, str(cfg.trainer.precision),
+                          float(cfg.trainer.label_smoothing), float(cfg.trainer.clip_grad))
+    batches = BatchIterator(corpus.train_src, corpus.train_tgt, cfg.trainer.get("batch_tokens"),
+                            cfg.trainer.get("batch_size"), seed=int(cfg.trainer.seed))
+    for _ in range(warmup):
+        run_step(next(batches)[2].to(device))
+    tokens = sentences = 0
+    start = time.perf_counter()
+    for _ in range(steps):
+        batch = next(batches)[2].to(device)
+        _, n_tokens, _ = run_step(batch)
+        tokens += n_tokens
+        sentences += batch.src.size(0)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    train_seconds = time.perf_counter() - start
+
+    model.eval()
+    translator = Translator(model, corpus.tokenizer, device, corpus.max_src_pieces)
+    src_ids = corpus.tokenizer.encode_src(corpus.test[0][:decode])
+    start = time.perf_counter()
+    translator.translate_ids(src_ids, batch_size=64)
+    decode_seconds = time.perf_counter() - start
+    return {
+        "config": name,
+        "overrides": " ".join(overrides),
+        "train_tok_s": round(tokens / train_seconds, 1),
+        "train_sent_s": round(sentences / train_seconds, 1),
+        "steps": steps,
+        "greedy_sent_s": round(len(src_ids) / decode_seconds, 1),
+        "decoded": len(src_ids),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "params": model.num_parameters(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
+                        help='NAME=OVERRIDES, e.g. "bahdanau=experiment=benchmark trainer.batch_size=32"')
+    parser.add_argument("--steps", type=int, default=200, help="timed training steps (default 200)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed steps first (default 20)")
+    parser.add_argument("--decode", type=int, default=2000, help="test sentences to decode (default 2000)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.one:  # child process: measure one configuration
+        name, _, overrides = args.one.partition("=")
+        result = measure(name, overrides.split(), args.steps, args.warmup, args.decode, args.threads)
+        print(json.dumps(result), flush=True)
+        return 0
+
+    failed = 0
+    for spec in args.configs:
+        if "=" not in spec:
+            parser.error(f"--configs entries are NAME=OVERRIDES, got {spec!r}")
+        cmd = [sys.executable, __file__, "--one", spec, "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--decode", str(args.decode), "--threads", str(args.threads)]
+        child = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+        if child.returncode != 0 or not lines:
+            failed += 1
+            print(json.dumps({"config": spec.partition("=")[0], "error": child.stderr.strip()[-500:]}), flush=True)
+        else:
+            print(lines[-1], flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
