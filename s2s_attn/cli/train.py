@@ -12,6 +12,7 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from . import config_dir
@@ -25,12 +26,15 @@ def main(cfg: DictConfig) -> float:
     from ..training.checkpoint import CheckpointError
     from ..training.trainer import train
 
-    run_dir = HydraConfig.get().runtime.output_dir
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
     log.info("run directory: %s", run_dir)
     try:
         results = train(cfg, run_dir)
     except (DataError, CheckpointError, ValueError) as error:
         log.error("error: %s", error)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad variant must not end the whole sweep
+            return float("nan")
         sys.exit(2)
     print(
         f"\nvalid BLEU {results['best_valid_bleu']:.2f} (best, step {results['best_step']}) | "

@@ -39,33 +39,19 @@ Constructors take ``query_size``, ``key_size`` and the keyword arguments of ``bu
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-ATTENTION_REGISTRY: dict[str, type[Attention]] = {}
+from .registry import Registry
 
-
-def register_attention(name: str) -> Callable[[type[Attention]], type[Attention]]:
-    """Class decorator: make an attention variant available as ``attention=<name>``."""
-
-    def decorator(cls: type[Attention]) -> type[Attention]:
-        if name in ATTENTION_REGISTRY:
-            raise ValueError(f"attention {name!r} is registered twice")
-        ATTENTION_REGISTRY[name] = cls
-        cls.name = name
-        return cls
-
-    return decorator
+ATTENTION_REGISTRY = Registry("attention")
+register_attention = ATTENTION_REGISTRY.register
 
 
 def build_attention(name: str, query_size: int, key_size: int, **kwargs) -> Attention:
     """Build a registered attention by name; an unknown name lists the valid ones."""
-    if name not in ATTENTION_REGISTRY:
-        valid = ", ".join(sorted(ATTENTION_REGISTRY))
-        raise ValueError(f"unknown attention {name!r}; valid names: {valid}")
-    return ATTENTION_REGISTRY[name](query_size=query_size, key_size=key_size, **kwargs)
+    return ATTENTION_REGISTRY.get_class(name)(query_size=query_size, key_size=key_size, **kwargs)
 
 
 def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:

@@ -10,25 +10,14 @@ Decoder styles are registered by name (``model.decoder=``). The attention is any
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
 
 from .attention import Attention
+from .registry import Registry
 
-DECODER_REGISTRY: dict[str, type[Decoder]] = {}
-
-
-def register_decoder(name: str) -> Callable[[type[Decoder]], type[Decoder]]:
-    def decorator(cls: type[Decoder]) -> type[Decoder]:
-        if name in DECODER_REGISTRY:
-            raise ValueError(f"decoder {name!r} is registered twice")
-        DECODER_REGISTRY[name] = cls
-        cls.name = name
-        return cls
-
-    return decorator
+DECODER_REGISTRY = Registry("model.decoder")
+register_decoder = DECODER_REGISTRY.register
 
 
 class Decoder(nn.Module):

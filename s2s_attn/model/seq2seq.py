@@ -42,9 +42,7 @@ class Seq2Seq(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        if config.decoder not in DECODER_REGISTRY:
-            valid = ", ".join(sorted(DECODER_REGISTRY))
-            raise ValueError(f"unknown model.decoder {config.decoder!r}; valid names: {valid}")
+        decoder_class = DECODER_REGISTRY.get_class(config.decoder)  # fails early, listing the valid names
         self.encoder = GRUEncoder(
             config.src_vocab_size,
             config.emb_size,
@@ -61,7 +59,7 @@ class Seq2Seq(nn.Module):
             attn_size=config.attention_size,
             heads=config.attention_heads,
         )
-        self.decoder = DECODER_REGISTRY[config.decoder](
+        self.decoder = decoder_class(
             vocab_size=config.tgt_vocab_size,
             emb_size=config.emb_size,
             hidden_size=config.decoder_hidden,
