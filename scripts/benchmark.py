@@ -19,6 +19,9 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's s2s_attn, installed or not
 
 DEFAULT_CONFIGS = [
     "bahdanau=experiment=benchmark",

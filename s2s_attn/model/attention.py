@@ -241,7 +241,7 @@ class MultiHeadAttention(Attention):
     For each head i = 1..h, with head size d_h = size / h:
 
         a_i      = softmax_j( (W_q^i q) · (W_k^i k_j) / sqrt(d_h) )     over real positions j
-        head_i   = sum_j a_ij (W_v^i v_j)  =  W_v^i (sum_j a_ij v_j)
+        head_i   = sum_j a_ij (W_v^i v_j)
         context  = W_o [head_1; ...; head_h]                            (value_size,)
         weights  = (1/h) sum_i a_i                                      (reported, for plots)
 
@@ -249,11 +249,10 @@ class MultiHeadAttention(Attention):
     of W_q, W_k, W_v (size x ...); W_o: (value_size, size), so the context keeps the value size
     the decoder expects. Values are the keys here (the encoder outputs): value_size = key_size.
 
-    ``W_k k`` is precomputed once per sentence, split into heads: keys_proj (batch, h, src_len, d_h).
-    The value projection is applied after the weighted sum (the second form of head_i, equal by
-    linearity), so a decoder step costs h weighted sums of the values instead of projecting every
-    value again. The per-head weights of the last call are kept in ``last_head_weights``
-    (batch, h, [tgt_len,] src_len), detached.
+    ``W_k k`` and ``W_v v`` do not depend on the decoder step: ``precompute`` projects both once per
+    sentence and splits them into heads, returning ``(keys_proj, values_proj)``, each
+    (batch, h, src_len, d_h); ``forward`` then uses ``values`` only for its shape checks. The per-head
+    weights of the last call are kept in ``last_head_weights`` (batch, h, [tgt_len,] src_len), detached.
     """
 
     def __init__(self, query_size: int, key_size: int, attn_size: int = 256, heads: int = 1, **_: object) -> None:
@@ -276,11 +275,13 @@ class MultiHeadAttention(Attention):
         batch, length, _ = x.shape
         return x.view(batch, length, self.heads, self.head_size).transpose(1, 2)
 
-    def precompute(self, keys: Tensor) -> Tensor:
-        return self.split_heads(self.key_layer(keys))  # (batch, h, src_len, d_h)
+    def precompute(self, keys: Tensor) -> tuple[Tensor, Tensor]:
+        """keys = values = encoder outputs (batch, src_len, key_size) -> 2 x (batch, h, src_len, d_h)."""
+        return self.split_heads(self.key_layer(keys)), self.split_heads(self.value_layer(keys))
 
-    def score(self, query: Tensor, keys_proj: Tensor) -> Tensor:
+    def score(self, query: Tensor, keys_proj: tuple[Tensor, Tensor]) -> Tensor:
         """query (batch, tgt_len, query_size) -> per-head scores (batch, h, tgt_len, src_len)."""
+        keys_proj = keys_proj[0]  # (batch, h, src_len, d_h)
         query_proj = self.split_heads(self.query_layer(query))  # (batch, h, tgt_len, d_h)
         return torch.matmul(query_proj, keys_proj.transpose(2, 3)) * self.scale  # (batch, h, tgt_len, src_len)
 
@@ -298,9 +299,7 @@ class MultiHeadAttention(Attention):
         scores = self.score(query, keys_proj)  # (batch, h, tgt_len, src_len)
         head_weights = masked_softmax(scores.reshape(batch, self.heads * tgt_len, src_len), mask)
         head_weights = head_weights.view(batch, self.heads, tgt_len, src_len).to(values.dtype)
-        mixed = torch.matmul(head_weights, values.unsqueeze(1))  # (batch, h, tgt_len, value_size)
-        w_v = self.value_layer.weight.view(self.heads, self.head_size, -1)  # (h, d_h, value_size)
-        heads = torch.matmul(mixed, w_v.transpose(1, 2))  # (batch, h, tgt_len, d_h)
+        heads = torch.matmul(head_weights, keys_proj[1])  # (batch, h, tgt_len, d_h)
         heads = heads.transpose(1, 2).reshape(batch, tgt_len, self.heads * self.head_size)  # (batch, tgt_len, size)
         context = self.output_layer(heads)  # (batch, tgt_len, value_size)
         weights = head_weights.mean(dim=1)  # (batch, tgt_len, src_len)
