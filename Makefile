@@ -22,6 +22,12 @@ $(STAMP): $(SOURCES) | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --force-reinstall --no-deps .
 	$(BIN)/pip install --quiet ".[dev]"
+	@# A CJK font for Chinese/Japanese/Korean labels in attention plots: apt when root, else a warning.
+	@$(BIN)/python -c "import sys; from s2s_attn.viz.heatmap import cjk_font_family as f; sys.exit(f() is None)" 2>/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "installing a CJK font (apt-get install fonts-wqy-microhei)" \
+	       && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-wqy-microhei >/dev/null 2>&1 \
+	            || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-wqy-microhei >/dev/null 2>&1; }; }; } \
+	  || echo "warning: no CJK font: Chinese/Japanese/Korean tokens in attention plots will show as empty boxes; install one (sudo apt-get install fonts-wqy-microhei) or set S2S_CJK_FONT=/path/to/font.ttf"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,12 +1,18 @@
-"""``s2s-translate RUN_DIR_OR_CHECKPOINT [--input FILE] [--output FILE]``: translate text line by line.
+"""``s2s-translate RUN_DIR_OR_CHECKPOINT [-i FILE] [-o FILE] [--attention FILE]``: translate text line by line.
 
 Reads a file or standard input, writes one detokenised translation per input line (empty lines stay
-empty) in input order.
+empty) in input order. With ``--attention out.jsonl`` it also writes one JSON object per input line:
+``{"line": i, "source": ..., "translation": ..., "src_tokens": [...], "tgt_tokens": [...],
+"attention": [[...], ...]}`` (i from 1; SentencePiece pieces plus ``</s>``; attention rows are target
+tokens, columns source tokens, rounded to 4 decimals, the mean of the heads for multi-head attention;
+empty lists for an empty line).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import sys
 
@@ -18,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("checkpoint", help="run directory written by s2s-train, or a checkpoint file in it")
     parser.add_argument("-i", "--input", default="-", help="input file, one sentence per line (default: stdin)")
     parser.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
+    parser.add_argument("--attention", metavar="FILE",
+                        help="also write each line's tokens and attention matrix to FILE as JSON lines")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     args = parser.parse_args(argv)
@@ -50,8 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     outputs: list[str] = []
     chunk = max(args.batch_size * 16, 1)
     show = args.input != "-" and len(lines) > chunk
-    for start in tqdm(range(0, len(lines), chunk), desc="translate", unit="chunk", disable=not show):
-        outputs.extend(translator.translate(lines[start : start + chunk], batch_size=args.batch_size))
+    try:
+        attention_file = open(args.attention, "w", encoding="utf-8") if args.attention else None
+    except OSError as error:
+        print(f"s2s-translate: error: cannot write --attention file: {error}", file=sys.stderr)
+        return 2
+    with attention_file or contextlib.nullcontext():
+        for start in tqdm(range(0, len(lines), chunk), desc="translate", unit="chunk", disable=not show):
+            part = lines[start : start + chunk]
+            if attention_file is None:
+                outputs.extend(translator.translate(part, batch_size=args.batch_size))
+                continue
+            for k, item in enumerate(translator.translate_with_attention(part, batch_size=args.batch_size)):
+                outputs.append(item.translation)
+                record = {"line": start + k + 1, "source": item.source, "translation": item.translation,
+                          "src_tokens": item.src_tokens, "tgt_tokens": item.tgt_tokens,
+                          "attention": item.attention_rows(4)}
+                attention_file.write(json.dumps(record, ensure_ascii=False) + "\n")
     text = "".join(line + "\n" for line in outputs)
     if args.output == "-":
         sys.stdout.write(text)

@@ -15,14 +15,21 @@ def max_output_length(src_len: Tensor, ratio: float = 2.0, extra: int = 10) -> i
 
 @torch.no_grad()
 def greedy_decode(
-    model, src: Tensor, src_len: Tensor, max_len: int | None = None, return_attention: bool = False
-) -> tuple[list[list[int]], list[Tensor] | None]:
+    model, src: Tensor, src_len: Tensor, max_len: int | None = None, return_attention: bool = False,
+    return_heads: bool = False,
+):
     """Decode a batch greedily.
 
     src: (batch, src_len) ids ending in EOS; src_len: (batch,).
     Returns the output ids of each sentence (without BOS/EOS) and, if asked, each sentence's
-    attention matrix (out_len + 1 for EOS, src_len) as float tensors on the CPU.
+    attention matrix (out_len + 1 for EOS, src_len) as float tensors on the CPU (for multi-head
+    attention the mean of the heads).
+
+    With ``return_heads`` (implies ``return_attention``) a third item is returned: per sentence the
+    per-head weights (heads, out_len + 1, src_len) taken from the attention module's
+    ``last_head_weights`` after every step, or None for each sentence when the attention has no heads.
     """
+    return_attention = return_attention or return_heads
     if max_len is None:
         max_len = max_output_length(src_len)
     batch_size = src.size(0)
@@ -30,7 +37,8 @@ def greedy_decode(
     state = model.decoder.init_state(final)
     prev = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=src.device)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=src.device)
-    outputs, attentions = [], []
+    outputs, attentions, head_steps = [], [], []
+    attention_module = getattr(model.decoder, "attention", None)
     for _ in range(max_len):
         log_probs, state, weights = model.decoder.step(prev, state, keys_proj, values, mask)
         prev = log_probs.argmax(dim=-1)  # (batch,)
@@ -38,6 +46,9 @@ def greedy_decode(
         outputs.append(prev)
         if return_attention:
             attentions.append(weights.float())
+        if return_heads:
+            heads = getattr(attention_module, "last_head_weights", None)  # (batch, h, src_len) or None
+            head_steps.append(None if heads is None else heads.float())
         finished |= prev == EOS_ID
         if bool(finished.all()):
             break
@@ -49,4 +60,10 @@ def greedy_decode(
         return hyps, None
     att = torch.stack(attentions, dim=1).cpu()  # (batch, steps, src_len)
     lengths = src_len.tolist()
-    return hyps, [att[i, : len(h) + 1, : lengths[i]] for i, h in enumerate(hyps)]
+    per_sentence = [att[i, : len(h) + 1, : lengths[i]] for i, h in enumerate(hyps)]
+    if not return_heads:
+        return hyps, per_sentence
+    if not head_steps or any(step is None for step in head_steps):
+        return hyps, per_sentence, [None] * len(hyps)
+    heads_all = torch.stack(head_steps, dim=2).cpu()  # (batch, h, steps, src_len)
+    return hyps, per_sentence, [heads_all[i, :, : len(h) + 1, : lengths[i]] for i, h in enumerate(hyps)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,6 +16,31 @@ from ..training.checkpoint import CheckpointError, load_checkpoint, tensor_to_by
 from .greedy import greedy_decode
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class AttendedTranslation:
+    """One sentence translated with its attention.
+
+    ``src_tokens`` are the source's SentencePiece pieces plus ``</s>``; ``tgt_tokens`` the output's
+    pieces plus ``</s>`` (unless decoding stopped at the length limit); ``attention`` is
+    (len(tgt_tokens), len(src_tokens)) (the mean of the heads for multi-head attention) and ``heads``
+    (heads, len(tgt_tokens), len(src_tokens)) for multi-head attention when asked for, else None.
+    An empty input line gives empty lists and no matrix.
+    """
+
+    source: str
+    translation: str
+    src_tokens: list[str]
+    tgt_tokens: list[str]
+    attention: torch.Tensor | None
+    heads: torch.Tensor | None = None
+
+    def attention_rows(self, digits: int = 4) -> list[list[float]]:
+        """The attention matrix as nested lists (target rows x source columns), rounded."""
+        if self.attention is None:
+            return []
+        return [[round(float(v), digits) for v in row] for row in self.attention.tolist()]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -55,21 +81,36 @@ class Translator:
         return translator
 
     @torch.no_grad()
-    def translate_ids(self, src_ids: list[list[int]], batch_size: int = 64, return_attention: bool = False):
-        """Decode lists of source piece ids; returns target ids (and attention) in input order."""
+    def translate_ids(self, src_ids: list[list[int]], batch_size: int = 64, return_attention: bool = False,
+                      return_heads: bool = False):
+        """Decode lists of source piece ids; returns target ids (and attention) in input order.
+
+        ``return_attention``: (hyps, attention matrices); ``return_heads``: (hyps, attention matrices,
+        per-head matrices or None each), see `greedy_decode`.
+        """
+        return_attention = return_attention or return_heads
         hyps: list[list[int] | None] = [None] * len(src_ids)
         atts: list[torch.Tensor | None] = [None] * len(src_ids)
+        heads: list[torch.Tensor | None] = [None] * len(src_ids)
         for indices in inference_batches(src_ids, batch_size):
             batch = make_batch([src_ids[i] for i in indices], None, indices).to(self.device)
-            out, att = greedy_decode(self.model, batch.src, batch.src_len, return_attention=return_attention)
+            decoded = greedy_decode(self.model, batch.src, batch.src_len, return_attention=return_attention,
+                                    return_heads=return_heads)
+            out, att = decoded[0], decoded[1]
+            head = decoded[2] if return_heads else None
             for j, i in enumerate(indices):
                 hyps[i] = out[j]
                 if att is not None:
                     atts[i] = att[j]
+                if head is not None:
+                    heads[i] = head[j]
+        if return_heads:
+            return hyps, atts, heads
         return (hyps, atts) if return_attention else hyps
 
-    def translate(self, lines: list[str], batch_size: int = 64) -> list[str]:
-        """Translate raw sentences; empty (or whitespace-only) lines give empty lines."""
+    def encode_lines(self, lines: list[str]) -> tuple[list[int], list[list[int]]]:
+        """Normalise and encode raw lines: (indices of the non-empty lines, their source ids, truncated
+        to ``max_src_pieces`` with a warning)."""
         from ..data.corpus import normalize_text
 
         cleaned = [normalize_text(line) for line in lines]
@@ -83,9 +124,41 @@ class Translator:
                     todo[k] + 1, len(ids), self.max_src_pieces,
                 )
                 src_ids[k] = ids[: self.max_src_pieces]
+        return todo, src_ids
+
+    def translate(self, lines: list[str], batch_size: int = 64) -> list[str]:
+        """Translate raw sentences; empty (or whitespace-only) lines give empty lines."""
+        todo, src_ids = self.encode_lines(lines)
         out_ids = self.translate_ids(src_ids, batch_size) if src_ids else []
         texts = self.tokenizer.decode_tgt(out_ids) if out_ids else []
         result = [""] * len(lines)
         for i, text in zip(todo, texts):
             result[i] = text
         return result
+
+    def attended(self, src_ids: list[int], out_ids: list[int], attention: torch.Tensor | None,
+                 heads: torch.Tensor | None = None, source: str = "") -> AttendedTranslation:
+        """Package one decoded sentence with its tokens (see `AttendedTranslation`)."""
+        src_tokens = [self.tokenizer.src.id_to_piece(i) for i in src_ids] + ["</s>"]
+        tgt_tokens = self.tokenizer.tgt_pieces_of(out_ids) + ["</s>"]
+        if attention is not None:
+            tgt_tokens = tgt_tokens[: attention.size(0)]  # no </s> row when decoding hit the length limit
+        translation = self.tokenizer.decode_tgt([out_ids])[0]
+        return AttendedTranslation(source, translation, src_tokens, tgt_tokens, attention, heads)
+
+    def translate_with_attention(self, lines: list[str], batch_size: int = 64,
+                                 heads: bool = False) -> list[AttendedTranslation]:
+        """Translate raw sentences and keep each one's tokens and attention matrix (and, with
+        ``heads``, the per-head matrices of multi-head attention). Empty lines give empty results."""
+        todo, src_ids = self.encode_lines(lines)
+        results = [AttendedTranslation(line, "", [], [], None) for line in lines]
+        if not src_ids:
+            return results
+        if heads:
+            out_ids, atts, head_atts = self.translate_ids(src_ids, batch_size, return_heads=True)
+        else:
+            out_ids, atts = self.translate_ids(src_ids, batch_size, return_attention=True)
+            head_atts = [None] * len(src_ids)
+        for k, i in enumerate(todo):
+            results[i] = self.attended(src_ids[k], out_ids[k], atts[k], head_atts[k], source=lines[i])
+        return results

@@ -29,6 +29,7 @@ from ..data.tokenizer import PAD_ID, Tokenizer
 from ..decoding.translator import Translator, resolve_device
 from ..evaluation.metrics import Scores, score
 from ..model.seq2seq import ModelConfig, Seq2Seq
+from ..viz.stats import attention_statistics
 from .checkpoint import bytes_to_tensor, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,55 @@ class Evaluator:
         model.eval()
         hyps = self.translate(model, device)
         return score(hyps, self.ref_lines, self.tgt_lang), hyps
+
+    def scores_with_attention(self, model: Seq2Seq, device: torch.device) -> tuple[Scores, list[str], dict]:
+        """`scores`, plus the attention statistics (`s2s_attn.viz.stats.attention_statistics`: mean
+        entropy, diagonal share) of the same greedy decoding of every sentence."""
+        model.eval()
+        translator = Translator(model, self.tokenizer, device)
+        ids, attentions = translator.translate_ids(self.src_ids, self.batch_size, return_attention=True)
+        hyps = self.tokenizer.decode_tgt(ids)
+        return score(hyps, self.ref_lines, self.tgt_lang), hyps, attention_statistics(attentions)
+
+
+class AttentionProbe:
+    """Attention images of a few fixed validation sentences, logged to TensorBoard at every evaluation.
+
+    The sentences are the first ``count`` non-empty ones of the validation set, so the image slider
+    of each tag shows how one sentence's attention evolves. Each is decoded greedily and logged as
+    an image ``attention/valid_{k}`` (the mean of the heads for multi-head attention, and then also
+    one image per head, ``attention/valid_{k}/head_{h}``), with its source, hypothesis and reference
+    as text under the same tag (``attention/valid_{k}/text_summary`` in the event files).
+    """
+
+    def __init__(self, evaluator: Evaluator, count: int, dpi: int = 100) -> None:
+        self.evaluator, self.dpi = evaluator, dpi
+        self.indices = [i for i, line in enumerate(evaluator.src_lines) if line.strip()][: max(count, 0)]
+
+    @torch.no_grad()
+    def log(self, writer: SummaryWriter, model: Seq2Seq, device: torch.device, step: int) -> None:
+        if not self.indices:
+            return
+        from ..viz.heatmap import attention_figure, figure_to_array
+
+        model.eval()
+        ev = self.evaluator
+        translator = Translator(model, ev.tokenizer, device)
+        src_ids = [ev.src_ids[i] for i in self.indices]
+        hyps, attentions, heads = translator.translate_ids(src_ids, len(src_ids), return_heads=True)
+        for k, i in enumerate(self.indices):
+            item = translator.attended(src_ids[k], hyps[k], attentions[k], heads[k], source=ev.src_lines[i])
+            tag = f"attention/valid_{k}"
+            fig = attention_figure(item.attention, item.src_tokens, item.tgt_tokens,
+                                   title=f"valid {k}, step {step}", dpi=self.dpi)
+            writer.add_image(tag, figure_to_array(fig), step, dataformats="HWC")
+            if item.heads is not None:
+                for h, head in enumerate(item.heads):
+                    fig = attention_figure(head, item.src_tokens, item.tgt_tokens, annotate=False,
+                                           title=f"valid {k}, head {h}, step {step}", dpi=self.dpi)
+                    writer.add_image(f"{tag}/head_{h}", figure_to_array(fig), step, dataformats="HWC")
+            writer.add_text(tag, f"**src** {item.source}  \n**hyp** {item.translation}  \n**ref** {ev.ref_lines[i]}",
+                            step)
 
 
 def read_split(data_dir: Path, split: str) -> tuple[list[str], list[str]]:
@@ -262,6 +312,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     )
     eval_batch = int(tcfg.get("eval_batch_size", 128))
     valid_eval = Evaluator(valid_src, valid_tgt, tokenizer, tgt_lang, eval_batch, max_src)
+    attention_probe = AttentionProbe(valid_eval, int(cfg.get("logger", {}).get("attention_images", 4) or 0))
 
     # ---- model and optimiser ------------------------------------------------------------------------
     model_config = model_config_from(cfg, tokenizer)
@@ -317,13 +368,20 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         nonlocal best_bleu, bad_evals
         t0 = time.time()
         nll, ppl = valid_eval.loss(model, device)
-        scores, hyps = valid_eval.scores(model, device)
+        scores, hyps, attn_stats = valid_eval.scores_with_attention(model, device)
+        try:
+            attention_probe.log(writer, model, device, step)
+        except Exception as error:  # a plotting problem must not end a training run
+            log.warning("attention images skipped at step %d: %s: %s", step, type(error).__name__, error)
         model.train()
         writer.add_scalar("valid/loss", nll, step)
         writer.add_scalar("valid/ppl", ppl, step)
         writer.add_scalar("valid/bleu", scores.bleu, step)
         writer.add_scalar("valid/chrf", scores.chrf, step)
         writer.add_text("valid/example", f"**src** {valid_src[0]}  \n**hyp** {hyps[0]}  \n**ref** {valid_tgt[0]}", step)
+        if attn_stats["rows"]:
+            writer.add_scalar("attention/entropy", attn_stats["entropy"], step)
+            writer.add_scalar("attention/diagonal_share", attn_stats["diagonal_share"], step)
         improved = scores.bleu > best_bleu
         if improved:
             best_bleu, bad_evals = scores.bleu, 0
@@ -332,7 +390,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             bad_evals += 1
         save_checkpoint(ckpt_dir / "last.pt", payload(step, best_bleu, with_optimizer=True))
         entry = {"step": step, "minutes": (time.time() - start) / 60, "valid_loss": nll, "valid_ppl": ppl,
-                 "valid_bleu": scores.bleu, "valid_chrf": scores.chrf}
+                 "valid_bleu": scores.bleu, "valid_chrf": scores.chrf,
+                 "attention_entropy": attn_stats["entropy"] if attn_stats["rows"] else None,
+                 "attention_diagonal_share": attn_stats["diagonal_share"] if attn_stats["rows"] else None}
         history.append(entry)
         log.info(
             f"step {step}: valid loss {nll:.3f} ppl {ppl:.2f} BLEU {scores.bleu:.2f} chrF {scores.chrf:.2f}"

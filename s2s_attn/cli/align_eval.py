@@ -1,0 +1,124 @@
+"""``s2s-align-eval CHECKPOINT --src FILE --tgt FILE --gold FILE``: score attention as word alignment (AER).
+
+The model reads the gold source text and, with teacher forcing, the gold target text; its attention is
+summed/averaged from subword pieces to words, turned into links (``--method``) and compared with the
+gold sure/possible links: alignment error rate, precision and recall, next to a diagonal baseline.
+
+Gold files: NAACL/WPT (``sent_no src_pos tgt_pos S|P``, 1-based) or Pharaoh (``i-j`` / ``i-j-P``,
+0-based, one line per sentence); ``--format auto`` tells them apart. The first index of a gold link is
+taken as the model's source word; ``--reverse`` says it is the target word (e.g. a French->English
+model on the English-French NAACL gold: ``--src dev.f --tgt dev.e --reverse``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+PROG = "s2s-align-eval"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.splitlines()[0].split(": ", 1)[-1],
+        epilog="Example: s2s-align-eval outputs/eng_fra-bahdanau/<date_time> --src ../shared/data/alignments/"
+               "en-fr/dev.e --tgt ../shared/data/alignments/en-fr/dev.f --gold ../shared/data/alignments/en-fr/"
+               "dev.wa.nonullalign",
+    )
+    parser.add_argument("checkpoint", help="run directory written by s2s-train, or a checkpoint file in it")
+    parser.add_argument("--src", required=True, help="source text of the model's direction, one tokenised sentence "
+                                                     "per line (words separated by spaces)")
+    parser.add_argument("--tgt", required=True, help="target text, line-parallel to --src")
+    parser.add_argument("--gold", required=True, help="gold alignment file (NAACL/WPT or Pharaoh format)")
+    parser.add_argument("--format", default="auto", choices=["auto", "naacl", "pharaoh"],
+                        help="gold file format (default: auto-detect)")
+    parser.add_argument("--method", default="argmax", choices=["argmax", "threshold"],
+                        help="argmax: each target word -> its most-attended source word (default); threshold: every "
+                             "pair with word-level attention >= --threshold")
+    parser.add_argument("--threshold", type=float, default=0.3, help="for --method threshold (default 0.3)")
+    parser.add_argument("--reverse", action="store_true",
+                        help="the gold links' first index is the model's TARGET word (the gold file is in the "
+                             "other direction than the model)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N sentences")
+    parser.add_argument("--backward", metavar="CHECKPOINT", default=None,
+                        help="a model of the opposite direction (target->source); its links are combined with "
+                             "the forward model's (--combine)")
+    parser.add_argument("--combine", default="intersection", choices=["intersection", "union"],
+                        help="how to combine with --backward (default intersection)")
+    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    args = parser.parse_args(argv)
+    if not 0.0 < args.threshold <= 1.0:
+        parser.error(f"--threshold must be in (0, 1], got {args.threshold}")
+    if args.limit is not None and args.limit <= 0:
+        parser.error(f"--limit must be positive, got {args.limit}")
+    if args.batch_size <= 0:
+        parser.error(f"--batch-size must be positive, got {args.batch_size}")
+    return args
+
+
+def read_text(path: str) -> list[str]:
+    """Lines split on newlines only (not on the other Unicode line breaks), without the final empty one."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8", errors="replace").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def format_scores(aer: float, precision: float, recall: float, what: str) -> str:
+    return f"AER {aer:.3f}  precision {precision:.3f}  recall {recall:.3f}  ({what})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from ..decoding.translator import Translator
+    from ..evaluation.alignment import evaluate_alignment, read_gold, validate_gold
+    from ..training.checkpoint import CheckpointError
+
+    def fail(message: str) -> int:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        src_lines, tgt_lines = read_text(args.src), read_text(args.tgt)
+        if not Path(args.gold).is_file():
+            raise FileNotFoundError(f"no such file: {args.gold}")
+        if len(src_lines) != len(tgt_lines):
+            return fail(f"{args.src} has {len(src_lines)} lines but {args.tgt} has {len(tgt_lines)}; "
+                        "the source and target texts must be line-parallel")
+        gold = read_gold(args.gold, args.format, reverse=args.reverse)
+        validate_gold(gold, [line.split() for line in src_lines], [line.split() for line in tgt_lines])
+    except (OSError, ValueError) as error:
+        return fail(str(error))
+    if args.limit is not None:
+        src_lines, tgt_lines = src_lines[: args.limit], tgt_lines[: args.limit]
+        gold = {k: g for k, g in gold.items() if k < args.limit}
+    try:
+        translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
+        backward = Translator.from_checkpoint(args.backward, device=args.device) if args.backward else None
+    except (CheckpointError, OSError, ValueError) as error:
+        return fail(str(error))
+    try:
+        result = evaluate_alignment(translator, src_lines, tgt_lines, gold, method=args.method,
+                                    threshold=args.threshold, batch_size=args.batch_size, backward=backward,
+                                    how=args.combine)
+    except ValueError as error:
+        return fail(str(error))
+    method = "argmax" if args.method == "argmax" else f"threshold {args.threshold:g}"
+    if backward is not None:
+        method += f", {args.combine} with the backward model"
+    sentences = f"{result['sentences']} sentences"
+    print(format_scores(result["aer"], result["precision"], result["recall"], f"attention, {method}, {sentences}"))
+    print(format_scores(result["diagonal_aer"], result["diagonal_precision"], result["diagonal_recall"],
+                        f"diagonal baseline, {sentences}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
