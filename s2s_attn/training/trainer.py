@@ -124,18 +124,9 @@ class Evaluator:
         nll = total / max(tokens, 1)
         return nll, math.exp(min(nll, 50.0))
 
-    def translate(self, model: Seq2Seq, device: torch.device) -> list[str]:
-        translator = Translator(model, self.tokenizer, device)
-        return self.tokenizer.decode_tgt(translator.translate_ids(self.src_ids, self.batch_size))
-
-    def scores(self, model: Seq2Seq, device: torch.device) -> tuple[Scores, list[str]]:
-        model.eval()
-        hyps = self.translate(model, device)
-        return score(hyps, self.ref_lines, self.tgt_lang), hyps
-
-    def scores_with_attention(self, model: Seq2Seq, device: torch.device) -> tuple[Scores, list[str], dict]:
-        """`scores`, plus the attention statistics (`s2s_attn.viz.stats.attention_statistics`: mean
-        entropy, diagonal share) of the same greedy decoding of every sentence."""
+    def scores(self, model: Seq2Seq, device: torch.device) -> tuple[Scores, list[str], dict]:
+        """Greedy-decode every sentence; -> (BLEU/chrF, hypotheses, attention statistics of that same
+        decoding: `s2s_attn.viz.stats.attention_statistics`, mean entropy and diagonal share)."""
         model.eval()
         translator = Translator(model, self.tokenizer, device)
         ids, attentions = translator.translate_ids(self.src_ids, self.batch_size, return_attention=True)
@@ -368,7 +359,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         nonlocal best_bleu, bad_evals
         t0 = time.time()
         nll, ppl = valid_eval.loss(model, device)
-        scores, hyps, attn_stats = valid_eval.scores_with_attention(model, device)
+        scores, hyps, attn_stats = valid_eval.scores(model, device)
         try:
             attention_probe.log(writer, model, device, step)
         except Exception as error:  # a plotting problem must not end a training run
@@ -449,7 +440,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     best = load_checkpoint(ckpt_dir / "best.pt")
     model.load_state_dict(best["model"])
     test_eval = Evaluator(test_src, test_tgt, tokenizer, tgt_lang, eval_batch, max_src)
-    test_scores, test_hyps = test_eval.scores(model, device)
+    test_scores, test_hyps, _ = test_eval.scores(model, device)
     (run_dir / "test.hyp").write_text("".join(h + "\n" for h in test_hyps), encoding="utf-8")
     writer.add_scalar("test/bleu", test_scores.bleu, step)
     writer.add_scalar("test/chrf", test_scores.chrf, step)
