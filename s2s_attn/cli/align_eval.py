@@ -17,6 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
+from ..evaluation.alignment import read_lines as read_text
+
 PROG = "s2s-align-eval"
 
 
@@ -57,17 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.batch_size <= 0:
         parser.error(f"--batch-size must be positive, got {args.batch_size}")
     return args
-
-
-def read_text(path: str) -> list[str]:
-    """Lines split on newlines only (not on the other Unicode line breaks), without the final empty one."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    with open(path, "rb") as f:
-        lines = f.read().decode("utf-8", errors="replace").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.rstrip("\r") for line in lines]
 
 
 def format_scores(aer: float, precision: float, recall: float, what: str) -> str:

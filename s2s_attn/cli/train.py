@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> float:
     log.info("run directory: %s", run_dir)
     try:
         results = train(cfg, run_dir)
-    except (DataError, CheckpointError, ValueError) as error:
+    except (DataError, CheckpointError, ValueError, FileNotFoundError) as error:
         log.error("error: %s", error)
         if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad variant must not end the whole sweep
             return float("nan")

@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "dedup": True,
     "src_lang": "src",
     "tgt_lang": "tgt",
+    "zh_script": "simplified",
 }
 
 
@@ -537,7 +538,10 @@ def _require(cfg: Mapping[str, Any], key: str, fmt: str) -> Any:
 def _relevant_config(cfg: Mapping[str, Any], fmt: str) -> dict[str, Any]:
     """The config values that determine the prepared data (used for the cache key and the manifest)."""
     if fmt in _CONFIG_KEYS:
-        return {key: _plain(_setting(cfg, key)) for key in _CONFIG_KEYS[fmt]}
+        keys = _CONFIG_KEYS[fmt]
+        if _chinese_sides(cfg):  # only then do the languages and the script change the prepared text
+            keys = tuple(dict.fromkeys((*keys, "src_lang", "tgt_lang", "zh_script")))
+        return {key: _plain(_setting(cfg, key)) for key in keys}
     return {str(k): _plain(v) for k, v in cfg.items() if k not in _NOT_DATA_KEYS}
 
 
@@ -629,6 +633,55 @@ def _parallel_files(root: Path, prefix: str, src_lang: str, tgt_lang: str) -> tu
     )
 
 
+CHINESE_LANGS = ("zh", "cmn", "zho", "chi")
+ZH_SCRIPTS = ("simplified", "keep")
+
+
+def is_chinese(lang: str) -> bool:
+    """``zh``, ``cmn``, ``zh-CN``, ``zh_Hant``, ...: a language code whose first part names Chinese."""
+    return re.split(r"[-_]", str(lang).lower())[0] in CHINESE_LANGS
+
+
+def _chinese_sides(cfg: Mapping[str, Any]) -> tuple[int, ...]:
+    """0 for a Chinese source, 1 for a Chinese target (from data.src_lang / data.tgt_lang)."""
+    return tuple(i for i, key in enumerate(("src_lang", "tgt_lang")) if is_chinese(_setting(cfg, key)))
+
+
+def to_simplified(pairs: Sequence[Pair], sides: Sequence[int]) -> tuple[list[Pair], int]:
+    """Convert the Chinese side(s) of every pair from traditional to simplified characters with OpenCC
+    (its ``t2s`` conversion: characters and common phrases), so that one meaning has one spelling.
+    Returns (pairs, number of pairs that changed)."""
+    if not sides:
+        return list(pairs), 0
+    try:
+        import opencc
+    except ImportError as error:  # a dependency of the package; only a broken install lacks it
+        raise DataError("data.zh_script=simplified needs the 'opencc' package (pip install opencc); "
+                        "or set data.zh_script=keep to leave the Chinese text as it is") from error
+    convert = opencc.OpenCC("t2s").convert
+    converted, changed = [], 0
+    for pair in pairs:
+        new = tuple(convert(text) if i in sides else text for i, text in enumerate(pair))
+        changed += new != tuple(pair)
+        converted.append((new[0], new[1]))
+    return converted, changed
+
+
+def _script_conversion(cfg: Mapping[str, Any], splits: dict[str, list[Pair]], log: Callable[[str], None]) -> int:
+    """Apply ``data.zh_script`` to every split in place; return the number of converted pairs."""
+    script, sides = str(_setting(cfg, "zh_script")), _chinese_sides(cfg)
+    if script not in ZH_SCRIPTS:
+        raise DataError(f"unknown data.zh_script={script!r}; valid: {', '.join(ZH_SCRIPTS)}")
+    if script == "keep" or not sides:
+        return 0
+    total = 0
+    for split, pairs in splits.items():
+        splits[split], changed = to_simplified(pairs, sides)
+        total += changed
+    log(f"Chinese script: {total:,} pairs converted from traditional to simplified characters (OpenCC t2s)")
+    return total
+
+
 def _filter_log(removed: Mapping[str, int], duplicates: int | None) -> str:
     """Log line for the filter counts and (if deduplication ran) the number of duplicates."""
     parts = ", ".join(f"{rule} {n:,}" for rule, n in removed.items())
@@ -642,6 +695,9 @@ def _build_tsv(cfg: Mapping[str, Any], corpus: Path, log: Callable[[str], None])
     """Read, filter, deduplicate and split a TSV corpus; return (splits, counts for the manifest)."""
     pairs, report = read_tsv(corpus, int(_setting(cfg, "src_column")), int(_setting(cfg, "tgt_column")))
     log(report.summary())
+    converted = {"all": pairs}
+    n_converted = _script_conversion(cfg, converted, log)  # before deduplication: one spelling, one pair
+    pairs = converted["all"]
     pairs, removed = filter_pairs(
         pairs, _setting(cfg, "min_words"), _setting(cfg, "max_words"), _setting(cfg, "max_ratio")
     )
@@ -656,6 +712,7 @@ def _build_tsv(cfg: Mapping[str, Any], corpus: Path, log: Callable[[str], None])
         "read": {"corpus": report.to_dict()},
         "filtered": removed,
         "duplicates_removed": duplicates or 0,
+        "script_converted": n_converted,
     }
     return splits, counts
 
@@ -670,6 +727,7 @@ def _build_parallel(
         splits[split], report = read_parallel(src, tgt)
         reads[split] = report.to_dict()
         log(report.summary())
+    n_converted = _script_conversion(cfg, splits, log)
     splits["train"], removed = filter_pairs(
         splits["train"], _setting(cfg, "min_words"), _setting(cfg, "max_words"), _setting(cfg, "max_ratio")
     )
@@ -677,7 +735,8 @@ def _build_parallel(
     if _setting(cfg, "dedup"):
         splits["train"], duplicates = deduplicate(splits["train"])
     log("train only: " + _filter_log(removed, duplicates))
-    counts = {"read": reads, "filtered": removed, "duplicates_removed": duplicates or 0}
+    counts = {"read": reads, "filtered": removed, "duplicates_removed": duplicates or 0,
+              "script_converted": n_converted}
     return splits, counts
 
 

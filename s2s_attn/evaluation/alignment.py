@@ -528,3 +528,69 @@ def evaluate_alignment(
         "gold_possible": sum(len(g.possible | g.sure) for g in golds),
     }
 
+
+
+# ---- during training ------------------------------------------------------------------------------
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """Lines split on newlines only (not on the other Unicode line breaks), without the final empty one."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8", errors="replace").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+@dataclass
+class _ModelView:
+    """What `attention_matrices` needs from a `Translator`, for a model that is being trained."""
+
+    model: object
+    tokenizer: object
+    device: object
+
+
+class AlignmentMonitor:
+    """AER of the attention on a gold set, measured at every evaluation of a training run.
+
+    Built from the ``alignment`` config group (``configs/alignment/*.yaml``): ``text`` maps each
+    language to its gold text file, ``gold`` is the link file whose first index is the word of
+    ``gold_langs[0]``. The direction follows the data: for ``src_lang -> tgt_lang`` the source text is
+    ``text[src_lang]``, and the links are swapped when the source is ``gold_langs[1]``. Files are read
+    and checked once, when the run starts, so a wrong path fails before any training.
+    """
+
+    def __init__(self, src_lines: list[str], tgt_lines: list[str], gold: dict[int, Gold], method: str = "argmax",
+                 threshold: float = DEFAULT_THRESHOLD, name: str = "alignment") -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown alignment.method {method!r}; valid: {', '.join(METHODS)}")
+        if len(src_lines) != len(tgt_lines):
+            raise ValueError(f"alignment {name}: {len(src_lines)} source lines but {len(tgt_lines)} target lines")
+        validate_gold(gold, [x.split() for x in src_lines], [x.split() for x in tgt_lines])
+        self.src_lines, self.tgt_lines, self.gold = src_lines, tgt_lines, gold
+        self.method, self.threshold, self.name = method, threshold, name
+
+    @classmethod
+    def from_config(cls, acfg, src_lang: str, tgt_lang: str) -> AlignmentMonitor | None:
+        """None for ``alignment=none`` (or no ``alignment`` group); ValueError when the gold set does not
+        cover the data's language pair or its files are missing."""
+        if acfg is None or str(acfg.get("name", "none")) == "none":
+            return None
+        name, langs = str(acfg.name), [str(x) for x in acfg.gold_langs]
+        if sorted(langs) != sorted([src_lang, tgt_lang]):
+            raise ValueError(f"alignment={name} has {langs[0]}-{langs[1]} gold links, but the data is "
+                             f"{src_lang}->{tgt_lang}; use alignment=none or a gold set for this pair")
+        src_lines, tgt_lines = read_lines(acfg.text[src_lang]), read_lines(acfg.text[tgt_lang])
+        if not os.path.isfile(acfg.gold):
+            raise FileNotFoundError(f"no such file: {acfg.gold}")
+        gold = read_gold(acfg.gold, str(acfg.get("format", "auto")), reverse=src_lang != langs[0])
+        return cls(src_lines, tgt_lines, gold, str(acfg.get("method", "argmax")),
+                   float(acfg.get("threshold", DEFAULT_THRESHOLD)), name)
+
+    def __call__(self, model, tokenizer, device, batch_size: int = 64) -> dict:
+        """`evaluate_alignment` of the model as it is now (its train/eval mode is kept)."""
+        return evaluate_alignment(_ModelView(model, tokenizer, device), self.src_lines, self.tgt_lines, self.gold,
+                                  method=self.method, threshold=self.threshold, batch_size=batch_size)

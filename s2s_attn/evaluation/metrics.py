@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 import sacrebleu
 
+from ..data.corpus import is_chinese
+
 
 def bleu_tokenizer_for(lang: str) -> str:
     """sacrebleu's tokenizer for a target language: ``zh`` for Chinese, ``13a`` otherwise."""
-    return "zh" if lang.lower().split("-")[0] in ("zh", "cmn") else "13a"
+    return "zh" if is_chinese(lang) else "13a"
 
 
 @dataclass

@@ -11,6 +11,8 @@ from .attention import build_attention
 from .decoder import DECODER_REGISTRY
 from .encoder import GRUEncoder
 
+INITIALISERS = ("uniform", "xavier")
+
 
 @dataclass
 class ModelConfig:
@@ -32,6 +34,8 @@ class ModelConfig:
     attention: str = "bahdanau"
     attention_size: int = 256
     attention_heads: int = 1  # multihead only
+    init: str = "uniform"  # uniform: U(-init_range, init_range) everywhere (OpenNMT-py); xavier: Glorot (Joey NMT)
+    init_range: float = 0.1
     pad_id: int = 0
 
     def to_dict(self) -> dict:
@@ -75,9 +79,22 @@ class Seq2Seq(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Uniform(-0.1, 0.1) for every weight, as OpenNMT-py does; zero rows for padding ids."""
+        """Initialise every parameter by ``config.init``; the padding ids' embedding rows are zero.
+
+        uniform: U(-init_range, init_range) for every weight and bias, as OpenNMT-py does.
+        xavier:  Glorot-uniform for every matrix (embeddings included), zero biases, as Joey NMT does; it
+                 keeps the signal through the attention's projections at unit scale, which lets the
+                 parameter-light dot-product scores (luong_dot, multihead) start learning sooner.
+        """
+        if self.config.init not in INITIALISERS:
+            raise ValueError(f"unknown model.init {self.config.init!r}; valid: {', '.join(INITIALISERS)}")
         for param in self.parameters():
-            nn.init.uniform_(param, -0.1, 0.1)
+            if self.config.init == "uniform":
+                nn.init.uniform_(param, -self.config.init_range, self.config.init_range)
+            elif param.dim() >= 2:
+                nn.init.xavier_uniform_(param)
+            else:
+                nn.init.zeros_(param)
         with torch.no_grad():
             self.encoder.embedding.weight[self.config.pad_id].zero_()
             self.decoder.embedding.weight[self.config.pad_id].zero_()

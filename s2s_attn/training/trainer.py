@@ -27,6 +27,7 @@ from ..data.batching import Batch, BatchIterator, inference_batches, make_batch
 from ..data.corpus import prepare_data
 from ..data.tokenizer import PAD_ID, Tokenizer
 from ..decoding.translator import Translator, resolve_device
+from ..evaluation.alignment import AlignmentMonitor
 from ..evaluation.metrics import Scores, score
 from ..model.seq2seq import ModelConfig, Seq2Seq
 from ..viz.stats import attention_statistics
@@ -240,6 +241,8 @@ def model_config_from(cfg: DictConfig, tokenizer: Tokenizer) -> ModelConfig:
         attention=str(cfg.attention.name),
         attention_size=int(cfg.attention.size),
         attention_heads=int(cfg.attention.get("heads", 1)),
+        init=str(mcfg.get("init", "uniform")),
+        init_range=float(mcfg.get("init_range", 0.1)),
         pad_id=PAD_ID,
     )
 
@@ -304,6 +307,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     eval_batch = int(tcfg.get("eval_batch_size", 128))
     valid_eval = Evaluator(valid_src, valid_tgt, tokenizer, tgt_lang, eval_batch, max_src)
     attention_probe = AttentionProbe(valid_eval, int(cfg.get("logger", {}).get("attention_images", 4) or 0))
+    alignment_monitor = AlignmentMonitor.from_config(cfg.get("alignment"), str(cfg.data.src_lang),
+                                                     str(cfg.data.tgt_lang))
 
     # ---- model and optimiser ------------------------------------------------------------------------
     model_config = model_config_from(cfg, tokenizer)
@@ -373,6 +378,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         if attn_stats["rows"]:
             writer.add_scalar("attention/entropy", attn_stats["entropy"], step)
             writer.add_scalar("attention/diagonal_share", attn_stats["diagonal_share"], step)
+        alignment = alignment_monitor(model, tokenizer, device) if alignment_monitor is not None else None
+        if alignment is not None:
+            for key in ("aer", "precision", "recall", "diagonal_aer"):
+                writer.add_scalar(f"alignment/{key}", alignment[key], step)
         improved = scores.bleu > best_bleu
         if improved:
             best_bleu, bad_evals = scores.bleu, 0
@@ -384,10 +393,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                  "valid_bleu": scores.bleu, "valid_chrf": scores.chrf,
                  "attention_entropy": attn_stats["entropy"] if attn_stats["rows"] else None,
                  "attention_diagonal_share": attn_stats["diagonal_share"] if attn_stats["rows"] else None}
+        if alignment is not None:
+            entry.update(aer=alignment["aer"], diagonal_aer=alignment["diagonal_aer"])
         history.append(entry)
         log.info(
             f"step {step}: valid loss {nll:.3f} ppl {ppl:.2f} BLEU {scores.bleu:.2f} chrF {scores.chrf:.2f}"
-            f"{' (best)' if improved else ''} [{time.time() - t0:.1f}s, {entry['minutes']:.1f} min]"
+            + (f" AER {alignment['aer']:.3f} (diagonal {alignment['diagonal_aer']:.3f})" if alignment else "")
+            + f"{' (best)' if improved else ''} [{time.time() - t0:.1f}s, {entry['minutes']:.1f} min]"
         )
         return scores.bleu
 

@@ -5,8 +5,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from s2s_attn.evaluation.alignment import (
+    AlignmentMonitor,
     Gold,
     aer,
     aggregate_to_words,
@@ -301,3 +303,38 @@ def test_evaluate_alignment_reports_model_and_diagonal_scores(tiny_translator):
     assert both["threshold"] == 0.2 and both["combined"] == "union"
     with pytest.raises(ValueError, match="outside the sentence"):
         evaluate_alignment(tiny_translator, src, tgt, {0: Gold({(40, 0)}, {(40, 0)})})
+
+
+def write_gold_set(root):
+    """A two-sentence en-fr gold set in the layout of the shared Hansards files (NAACL, 1-based)."""
+    (root / "dev.e").write_text(f"{SRC[0]}\n{SRC[2]}\n", encoding="utf-8")
+    (root / "dev.f").write_text(f"{TGT[0]}\n{TGT[2]}\n", encoding="utf-8")
+    # "the cat ..." -> "le chat ...": the -> le sure, cat -> chat sure; "i am cold ." -> "j' ai froid .": am -> ai
+    (root / "dev.wa").write_text("0001 1 1 S\n0001 2 2 S\n0002 2 2 P\n", encoding="utf-8")
+    return OmegaConf.create({"name": "tiny_en_fr", "text": {"en": str(root / "dev.e"), "fr": str(root / "dev.f")},
+                             "gold": str(root / "dev.wa"), "gold_langs": ["en", "fr"], "method": "argmax"})
+
+
+def test_alignment_monitor_follows_the_data_direction(tmp_path, tiny_translator):
+    acfg = write_gold_set(tmp_path)
+    forward = AlignmentMonitor.from_config(acfg, "en", "fr")
+    assert forward.src_lines[0] == SRC[0] and (0, 0) in forward.gold[0].sure and (1, 1) in forward.gold[1].possible
+    backward = AlignmentMonitor.from_config(acfg, "fr", "en")  # French source: the gold links are swapped
+    assert backward.src_lines[0] == TGT[0] and backward.gold[0].sure == {(0, 0), (1, 1)}
+    result = forward(tiny_translator.model, tiny_translator.tokenizer, tiny_translator.device)
+    assert result["sentences"] == 2 and 0.0 <= result["aer"] <= 1.0 and 0.0 <= result["diagonal_aer"] <= 1.0
+
+
+def test_alignment_monitor_off_wrong_pair_and_missing_files(tmp_path):
+    acfg = write_gold_set(tmp_path)
+    assert AlignmentMonitor.from_config(None, "en", "fr") is None
+    assert AlignmentMonitor.from_config(OmegaConf.create({"name": "none"}), "en", "fr") is None
+    with pytest.raises(ValueError, match="en-fr gold links, but the data is en->zh"):
+        AlignmentMonitor.from_config(acfg, "en", "zh")
+    acfg.gold = str(tmp_path / "missing.wa")
+    with pytest.raises(FileNotFoundError, match="missing.wa"):
+        AlignmentMonitor.from_config(acfg, "en", "fr")
+    acfg = write_gold_set(tmp_path)
+    acfg.method = "best"
+    with pytest.raises(ValueError, match="valid: argmax, threshold"):
+        AlignmentMonitor.from_config(acfg, "en", "fr")

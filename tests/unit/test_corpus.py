@@ -578,3 +578,50 @@ def test_prepare_on_the_real_eng_fra_corpus(tmp_path: Path) -> None:
     assert not any(source_key(s) in train_keys for s in lines_of(out / "test.src"))
     french = (out / "test.tgt").read_text(encoding="utf-8")
     assert not set(french) & {"\u202f", "\u00a0", "\u2009", "\u200b", "\u00ad"}
+
+
+# ---- Chinese: one script ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang,chinese", [("zh", True), ("cmn", True), ("zh-TW", True), ("zh_Hant", True),
+                                          ("en", False), ("fr", False), ("zhx", False)])
+def test_chinese_language_codes(lang: str, chinese: bool) -> None:
+    assert corpus.is_chinese(lang) is chinese
+
+
+def test_traditional_chinese_is_converted_to_simplified_on_the_chinese_side_only() -> None:
+    pairs = [("We speak Chinese.", "我們說漢語。"), ("Wait!", "等等!"), ("國", "國")]
+    converted, changed = corpus.to_simplified(pairs, sides=(1,))
+    assert converted == [("We speak Chinese.", "我们说汉语。"), ("Wait!", "等等!"), ("國", "国")]
+    assert changed == 2
+
+
+def cmn_root(root: Path) -> Path:
+    """A small English<TAB>Chinese<TAB>attribution corpus where one sentence appears in both scripts."""
+    lines = [f"Sentence number {i}.\t这是第{i}句。\tCC-BY 2.0 (France) Attribution: tatoeba.org" for i in range(60)]
+    lines += ["We speak Chinese.\t我們說漢語。\tCC-BY", "We speak Chinese.\t我们说汉语。\tCC-BY"]
+    (root / "tatoeba").mkdir(parents=True)
+    (root / "tatoeba" / "cmn-eng.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("script,duplicates", [("simplified", 1), ("keep", 0)])
+def test_prepare_eng_cmn_converts_the_script_before_deduplication(tmp_path: Path, script: str, duplicates: int) -> None:
+    cfg = tsv_cfg(cmn_root(tmp_path / "data"), tmp_path / "cache", name="eng_cmn", corpus="tatoeba/cmn-eng.tsv",
+                  src_lang="en", tgt_lang="zh", zh_script=script, valid_size=5, test_size=5, max_words=30)
+    out = prepare_data(cfg, log=lambda _: None)
+    counts = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["counts"]
+    assert counts["duplicates_removed"] == duplicates
+    assert counts["script_converted"] == (1 if script == "simplified" else 0)
+    chinese = "".join("".join(lines_of(out / f"{split}.tgt")) for split in ("train", "valid", "test"))
+    assert ("我们说汉语。" in chinese) and (("我們說漢語。" in chinese) is (script == "keep"))
+
+
+def test_zh_script_is_part_of_the_cache_key_only_for_chinese_data(tmp_path: Path) -> None:
+    cmn = tsv_cfg(cmn_root(tmp_path / "data"), tmp_path / "cache", name="eng_cmn", corpus="tatoeba/cmn-eng.tsv",
+                  src_lang="en", tgt_lang="zh", valid_size=5, test_size=5)
+    assert prepare_data(cmn, log=lambda _: None) != prepare_data({**cmn, "zh_script": "keep"}, log=lambda _: None)
+    with pytest.raises(DataError, match="valid: simplified, keep"):
+        prepare_data({**cmn, "zh_script": "traditional"}, log=lambda _: None)
+    fra = tsv_cfg(make_tsv_root(tmp_path / "fra"), tmp_path / "cache")
+    assert corpus._relevant_config(fra, "tsv") == corpus._relevant_config({**fra, "zh_script": "keep"}, "tsv")

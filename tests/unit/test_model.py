@@ -82,3 +82,25 @@ def test_an_old_checkpoint_config_without_the_new_fields_still_builds():
     config = ModelConfig(**old)
     assert (config.input_feeding, config.attention_heads) == (True, 1)
     Seq2Seq(config)
+
+
+def test_uniform_init_stays_within_its_range_and_keeps_padding_rows_zero(make_tiny_model):
+    model = make_tiny_model(init="uniform", init_range=0.05)
+    for name, param in model.named_parameters():
+        assert param.abs().max() <= 0.05, name
+    assert model.encoder.embedding.weight[0].abs().sum() == 0 and model.decoder.embedding.weight[0].abs().sum() == 0
+
+
+def test_xavier_init_gives_glorot_matrices_and_zero_biases(make_tiny_model):
+    model = make_tiny_model(init="xavier")
+    for name, param in model.named_parameters():
+        if param.dim() == 1:
+            assert param.abs().sum() == 0, name
+    weight = model.decoder.attention.key_layer.weight  # (attn 10, keys 24): bound sqrt(6 / (10 + 24)) = 0.42
+    assert 0.1 < weight.abs().max() <= (6 / sum(weight.shape)) ** 0.5
+    assert model.decoder.embedding.weight[0].abs().sum() == 0
+
+
+def test_unknown_init_lists_the_valid_ones(make_tiny_model):
+    with pytest.raises(ValueError, match="valid: uniform, xavier"):
+        make_tiny_model(init="orthogonal")
