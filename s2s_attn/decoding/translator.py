@@ -13,6 +13,7 @@ from ..data.batching import inference_batches, make_batch
 from ..data.tokenizer import Tokenizer
 from ..model.seq2seq import ModelConfig, Seq2Seq
 from ..training.checkpoint import CheckpointError, load_checkpoint, tensor_to_bytes
+from .beam import SearchSettings
 from .greedy import greedy_decode
 
 log = logging.getLogger(__name__)
@@ -82,22 +83,31 @@ class Translator:
 
     @torch.no_grad()
     def translate_ids(self, src_ids: list[list[int]], batch_size: int = 64, return_attention: bool = False,
-                      return_heads: bool = False):
+                      return_heads: bool = False, search: SearchSettings | None = None):
         """Decode lists of source piece ids; returns target ids (and attention) in input order.
 
         ``return_attention``: (hyps, attention matrices); ``return_heads``: (hyps, attention matrices,
-        per-head matrices or None each), see `greedy_decode`.
+        per-head matrices or None each), see `greedy_decode`. ``search``: greedy (default, or
+        beam_size 1) or beam search, whose best hypothesis (and its attention) is returned; per-head
+        weights come from greedy decoding only (None each with a beam).
         """
         return_attention = return_attention or return_heads
+        search = search or SearchSettings()
         hyps: list[list[int] | None] = [None] * len(src_ids)
         atts: list[torch.Tensor | None] = [None] * len(src_ids)
         heads: list[torch.Tensor | None] = [None] * len(src_ids)
         for indices in inference_batches(src_ids, batch_size):
             batch = make_batch([src_ids[i] for i in indices], None, indices).to(self.device)
-            decoded = greedy_decode(self.model, batch.src, batch.src_len, return_attention=return_attention,
-                                    return_heads=return_heads)
-            out, att = decoded[0], decoded[1]
-            head = decoded[2] if return_heads else None
+            head = None
+            if search.beam_size > 1:
+                best = [hyps_[0] for hyps_ in search.search(self.model, batch.src, batch.src_len, return_attention)]
+                out, att = [h.tokens for h in best], ([h.attention for h in best] if return_attention else None)
+            else:
+                decoded = greedy_decode(self.model, batch.src, batch.src_len, return_attention=return_attention,
+                                        return_heads=return_heads, max_len_ratio=search.max_len_ratio,
+                                        max_len_extra=search.max_len_extra)
+                out, att = decoded[0], decoded[1]
+                head = decoded[2] if return_heads else None
             for j, i in enumerate(indices):
                 hyps[i] = out[j]
                 if att is not None:
@@ -126,15 +136,29 @@ class Translator:
                 src_ids[k] = ids[: self.max_src_pieces]
         return todo, src_ids
 
-    def translate(self, lines: list[str], batch_size: int = 64) -> list[str]:
+    def translate(self, lines: list[str], batch_size: int = 64, search: SearchSettings | None = None) -> list[str]:
         """Translate raw sentences; empty (or whitespace-only) lines give empty lines."""
         todo, src_ids = self.encode_lines(lines)
-        out_ids = self.translate_ids(src_ids, batch_size) if src_ids else []
+        out_ids = self.translate_ids(src_ids, batch_size, search=search) if src_ids else []
         texts = self.tokenizer.decode_tgt(out_ids) if out_ids else []
         result = [""] * len(lines)
         for i, text in zip(todo, texts):
             result[i] = text
         return result
+
+    @torch.no_grad()
+    def translate_nbest(self, lines: list[str], search: SearchSettings,
+                        batch_size: int = 64) -> list[list[tuple[str, float, float]]]:
+        """The ``search.nbest`` best translations of each line, best first, as (text, log-probability,
+        ranking score); an empty line gives an empty list."""
+        todo, src_ids = self.encode_lines(lines)
+        results: list[list[tuple[str, float, float]]] = [[] for _ in lines]
+        for indices in inference_batches(src_ids, batch_size):
+            batch = make_batch([src_ids[i] for i in indices], None, indices).to(self.device)
+            for j, hyps in zip(indices, search.search(self.model, batch.src, batch.src_len)):
+                texts = self.tokenizer.decode_tgt([h.tokens for h in hyps])
+                results[todo[j]] = [(text, h.score, h.norm_score) for text, h in zip(texts, hyps)]
+        return results
 
     def attended(self, src_ids: list[int], out_ids: list[int], attention: torch.Tensor | None,
                  heads: torch.Tensor | None = None, source: str = "") -> AttendedTranslation:
@@ -146,8 +170,8 @@ class Translator:
         translation = self.tokenizer.decode_tgt([out_ids])[0]
         return AttendedTranslation(source, translation, src_tokens, tgt_tokens, attention, heads)
 
-    def translate_with_attention(self, lines: list[str], batch_size: int = 64,
-                                 heads: bool = False) -> list[AttendedTranslation]:
+    def translate_with_attention(self, lines: list[str], batch_size: int = 64, heads: bool = False,
+                                 search: SearchSettings | None = None) -> list[AttendedTranslation]:
         """Translate raw sentences and keep each one's tokens and attention matrix (and, with
         ``heads``, the per-head matrices of multi-head attention). Empty lines give empty results."""
         todo, src_ids = self.encode_lines(lines)
@@ -155,9 +179,9 @@ class Translator:
         if not src_ids:
             return results
         if heads:
-            out_ids, atts, head_atts = self.translate_ids(src_ids, batch_size, return_heads=True)
+            out_ids, atts, head_atts = self.translate_ids(src_ids, batch_size, return_heads=True, search=search)
         else:
-            out_ids, atts = self.translate_ids(src_ids, batch_size, return_attention=True)
+            out_ids, atts = self.translate_ids(src_ids, batch_size, return_attention=True, search=search)
             head_atts = [None] * len(src_ids)
         for k, i in enumerate(todo):
             results[i] = self.attended(src_ids[k], out_ids[k], atts[k], head_atts[k], source=lines[i])

@@ -150,13 +150,19 @@ class Significance:
     baseline_bleu: float | None = None
     bleu: float | None = None
     signature: str | None = None
+    seed_pairs: list[Significance] = field(default_factory=list)  # every same-seed test, when there are several
 
     @property
     def cell(self) -> str:
         if self.note == "baseline":
             return "baseline"
         if self.p_value is not None:
-            return f"{self.p_value:.4f}"
+            tested = [pair for pair in self.seed_pairs if pair.p_value is not None]
+            if len(tested) <= 1:
+                return f"{self.p_value:.4f}"
+            signs = {(pair.bleu or 0.0) > (pair.baseline_bleu or 0.0) for pair in tested if pair.bleu is not None}
+            disagree = "; better on some seeds, worse on others" if len(signs) > 1 else ""
+            return f"{self.p_value:.4f} (max of {len(tested)} seeds{disagree})"
         return f"n/a ({self.note})" if self.note else "n/a"
 
 
@@ -500,6 +506,12 @@ def pair_for_test(baseline: Variant, variant: Variant) -> tuple[Run, Run]:
     return base_run, (same_seed[0] if same_seed else variant.runs[0])
 
 
+def same_seed_pairs(baseline: Variant, variant: Variant) -> list[tuple[Run, Run]]:
+    """Every (baseline run, variant run) that share a seed, in seed order."""
+    by_seed = {r.seed: r for r in baseline.runs if r.seed is not None}
+    return [(by_seed[r.seed], r) for r in sorted(variant.runs, key=lambda r: r.seed or 0) if r.seed in by_seed]
+
+
 def compare(runs: Sequence[Run], baseline: str | None = None, n_bootstrap: int = DEFAULT_BOOTSTRAP,
             bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED, ignore: Sequence[str] = (),
             skipped: Sequence[Skipped] = ()) -> Comparison:
@@ -513,8 +525,14 @@ def compare(runs: Sequence[Run], baseline: str | None = None, n_bootstrap: int =
         if variant is base:
             significance[variant.name] = Significance(note="baseline", baseline_run=base.runs[0], run=base.runs[0])
             continue
-        base_run, run = pair_for_test(base, variant)
-        significance[variant.name] = paired_bootstrap(base_run, run, n_bootstrap, bootstrap_seed)
+        pairs = same_seed_pairs(base, variant) or [pair_for_test(base, variant)]
+        tests = [paired_bootstrap(base_run, run, n_bootstrap, bootstrap_seed) for base_run, run in pairs]
+        # the least significant seed pair speaks for the variant: a difference that one seed shows and
+        # another does not is training noise, not evidence
+        with_p = [t for t in tests if t.p_value is not None]
+        chosen = max(with_p, key=lambda t: t.p_value) if with_p else tests[0]
+        chosen.seed_pairs = tests if len(tests) > 1 else []
+        significance[variant.name] = chosen
     return Comparison(variants, base, significance, n_bootstrap, bootstrap_seed, by_config, list(skipped))
 
 
@@ -573,10 +591,11 @@ def explanation(comparison: Comparison) -> str:
         "*test BLEU/chrF*: the test set, decoded with the checkpoint of best validation BLEU; "
         "*tokens/s*: target tokens per second of training; *wall time*: the whole run, evaluations included. "
         f"*p vs baseline*: sacrebleu's paired bootstrap resampling of test BLEU ({comparison.n_bootstrap} "
-        f"resamples, seed {comparison.bootstrap_seed}) of one run of the variant against one run of the "
-        f"baseline (`{comparison.baseline.name}`): the baseline's first seed "
-        f"({comparison.baseline.runs[0].seed}) and the variant's run with the same seed, else its first; "
-        "a small p (e.g. < 0.05) means the BLEU difference is unlikely to be chance on this test set."
+        f"resamples, seed {comparison.bootstrap_seed}) of each run of the variant against the run of the "
+        f"baseline (`{comparison.baseline.name}`) with the same training seed (else the baseline's first run "
+        "against the variant's first); with several seeds the table shows the largest p. A small p (e.g. "
+        "< 0.05) means the BLEU difference is unlikely to be chance *on this test set*; it says nothing "
+        "about training noise, which only the spread over seeds (± std) shows."
     )
     return text
 
@@ -584,19 +603,23 @@ def explanation(comparison: Comparison) -> str:
 def significance_details(comparison: Comparison) -> list[str]:
     lines = []
     for variant in comparison.variants:
-        sig = comparison.significance[variant.name]
-        if sig.note == "baseline":
+        chosen = comparison.significance[variant.name]
+        if chosen.note == "baseline":
             continue
-        pair = ""
-        if sig.run is not None and sig.baseline_run is not None:
-            pair = f"seed {sig.run.seed} vs baseline seed {sig.baseline_run.seed}"
-        if sig.p_value is not None:
-            scores = (f"BLEU {sig.bleu:.2f} vs {sig.baseline_bleu:.2f}"
-                      if sig.bleu is not None and sig.baseline_bleu is not None else sig.reason)
-            lines.append(f"`{variant.name}`: {pair}: {scores}, p = {sig.p_value:.4f}")
-        else:
-            lines.append(f"`{variant.name}`: {pair}: no p-value: {sig.reason or sig.note}")
+        for sig in chosen.seed_pairs or [chosen]:
+            lines.append(_significance_line(variant, sig))
     return lines
+
+
+def _significance_line(variant: Variant, sig: Significance) -> str:
+    pair = ""
+    if sig.run is not None and sig.baseline_run is not None:
+        pair = f"seed {sig.run.seed} vs baseline seed {sig.baseline_run.seed}"
+    if sig.p_value is not None:
+        scores = (f"BLEU {sig.bleu:.2f} vs {sig.baseline_bleu:.2f}"
+                  if sig.bleu is not None and sig.baseline_bleu is not None else sig.reason)
+        return f"`{variant.name}`: {pair}: {scores}, p = {sig.p_value:.4f}"
+    return f"`{variant.name}`: {pair}: no p-value: {sig.reason or sig.note}"
 
 
 def write_markdown(comparison: Comparison, path: str | Path) -> Path:

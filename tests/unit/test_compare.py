@@ -274,3 +274,24 @@ def test_tensorboard_curves_are_written(sweep, capsys):
     events.Reload()
     scalars = events.Scalars("compare/valid_bleu")
     assert [(s.step, s.value) for s in scalars] == [(500, 12.0), (1000, 22.0), (1500, 34.0)]
+
+
+def test_with_several_seeds_each_is_tested_against_the_same_seed_and_the_largest_p_is_shown(sweep, capsys):
+    # luong_dot with seed 2 reproduces bahdanau's seed-2 output exactly: seed 1 is "significant", seed 2 is not
+    refs_path = sweep / "data" / "test.tgt"
+    refs = refs_path.read_text(encoding="utf-8").splitlines()
+    root = sweep / "multirun" / "2025-01-01_12-00-00"
+    make_run(root / "4-attention=luong_dot,trainer.seed=2", refs_path, damaged(refs, 5, 1), attention="luong_dot",
+             seed=2, test_bleu=82.0)
+    runs, _ = collect_runs([sweep / "multirun"])
+    comparison = compare(runs, n_bootstrap=200)
+    sig = comparison.significance["attention=luong_dot"]
+    assert [(t.baseline_run.seed, t.run.seed) for t in sig.seed_pairs] == [(1, 1), (2, 2)]
+    assert sig.seed_pairs[0].p_value < 0.05 and sig.p_value == 1.0  # the larger p speaks for the variant
+    assert sig.cell == "1.0000 (max of 2 seeds)"  # worse on seed 1, equal on seed 2: not "better" anywhere
+    sig.seed_pairs[1].bleu, sig.seed_pairs[1].baseline_bleu = 83.0, 82.0  # as if seed 2 were better
+    assert sig.cell == "1.0000 (max of 2 seeds; better on some seeds, worse on others)"
+    code, out, _ = run_cli(capsys, sweep / "multirun", "--out", sweep / "report", "--bootstrap", 200)
+    assert code == 0 and "max of 2 seeds" in out
+    details = (sweep / "report" / "comparison.md").read_text(encoding="utf-8")
+    assert "seed 1 vs baseline seed 1" in details and "seed 2 vs baseline seed 2" in details

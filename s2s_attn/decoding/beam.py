@@ -1,0 +1,239 @@
+"""Beam search, batched over sentences and beams: one decoder step per output position for the whole batch.
+
+Every sentence keeps ``beam_size`` live hypotheses; the batch runs as ``batch * beam`` rows through
+``model.decoder.step`` (no Python loop over sentences in the computation). At each step the best
+``2 * beam_size`` extensions of each sentence are taken from its ``beam_size * vocab`` candidates
+(as fairseq does): an extension that ends in EOS and ranks among the first ``beam_size`` becomes a
+finished hypothesis; the best ``beam_size`` others stay live. A sentence is done when it has
+``beam_size`` finished hypotheses; or ``nbest`` of them and the best live hypothesis, normalised at
+its current length, ranks below the best finished one; or when its live hypotheses reach its length
+limit (`output_limits`, the same as greedy decoding's: they then count as finished, without EOS).
+Decoding stops when every sentence is done.
+
+Scores
+------
+``score`` is the model's own log-probability of the hypothesis (EOS included): the sum of the
+log-softmax outputs of the steps that produced it. Hypotheses are ranked by ``norm_score``:
+
+* ``length_penalty="gnmt"``:    score / ((5 + |y|) / 6) ** alpha          (Wu et al., 2016)
+* ``length_penalty="average"``: score / |y| ** alpha   (alpha = 1: average log-probability per token)
+* ``length_penalty="none"``:    score
+
+with |y| the number of output tokens including EOS, plus, when ``coverage_penalty`` (beta) > 0, the
+GNMT coverage penalty beta * sum_j log(min(sum_t a_tj, 1)) over the source positions j (which
+rewards hypotheses whose attention has covered the whole source).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..data.tokenizer import BOS_ID, EOS_ID
+from .greedy import MAX_LEN_EXTRA, MAX_LEN_RATIO, output_limits
+
+LENGTH_PENALTIES = ("gnmt", "average", "none")
+
+
+@dataclass
+class Hypothesis:
+    """One finished beam hypothesis: output ids (no BOS/EOS), scores, and its attention if asked for.
+
+    ``attention`` is (len(tokens) + 1 for EOS, src_len) on the CPU, or (len(tokens), src_len) when the
+    hypothesis was cut at the length limit without EOS.
+    """
+
+    tokens: list[int]
+    score: float
+    norm_score: float
+    attention: Tensor | None = None
+
+
+@dataclass
+class SearchSettings:
+    """How to decode: ``beam_size`` 1 is greedy decoding; the rest as in `beam_search`."""
+
+    beam_size: int = 1
+    nbest: int = 1
+    length_penalty: str = "gnmt"
+    alpha: float = 0.6
+    coverage_penalty: float = 0.0
+    max_len_ratio: float = MAX_LEN_RATIO
+    max_len_extra: int = MAX_LEN_EXTRA
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError(f"beam size must be at least 1, got {self.beam_size}")
+        if not 1 <= self.nbest <= self.beam_size:
+            raise ValueError(f"nbest must be between 1 and the beam size ({self.beam_size}), got {self.nbest}")
+        if self.length_penalty not in LENGTH_PENALTIES:
+            raise ValueError(f"unknown length penalty {self.length_penalty!r}; valid: {', '.join(LENGTH_PENALTIES)}")
+        if self.coverage_penalty < 0 or self.max_len_ratio <= 0 or self.max_len_extra < 0:
+            raise ValueError("coverage penalty and max length extra must be >= 0, max length ratio > 0")
+
+    def search(self, model, src: Tensor, src_len: Tensor, return_attention: bool = False) -> list[list[Hypothesis]]:
+        """`beam_search` with these settings."""
+        return beam_search(model, src, src_len, self.beam_size, self.nbest, None, self.length_penalty, self.alpha,
+                           self.coverage_penalty, return_attention, self.max_len_ratio, self.max_len_extra)
+
+
+def length_normaliser(length: int, kind: str, alpha: float) -> float:
+    """The divisor of a hypothesis' log-probability for ``kind`` (see the module docstring)."""
+    if kind == "gnmt":
+        return ((5.0 + length) / 6.0) ** alpha
+    if kind == "average":
+        return float(max(length, 1)) ** alpha
+    if kind == "none":
+        return 1.0
+    raise ValueError(f"unknown length penalty {kind!r}; valid: {', '.join(LENGTH_PENALTIES)}")
+
+
+def coverage_bonus(coverage: Tensor, beta: float) -> float:
+    """GNMT coverage penalty beta * sum_j log(min(coverage_j, 1)); coverage: (src_len,) summed attention."""
+    if beta == 0.0:
+        return 0.0
+    return beta * float(torch.log(coverage.clamp(min=1e-6, max=1.0)).sum())
+
+
+def expand_rows(x, rows: Tensor):
+    """Select batch rows of a tensor, or of every tensor in a tuple (multihead's (keys, values))."""
+    if isinstance(x, tuple):
+        return tuple(t.index_select(0, rows) for t in x)
+    return x.index_select(0, rows)
+
+
+def reorder_state(state: tuple[Tensor, Tensor | None], rows: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Decoder state (hidden (layers, batch, H), extra (batch, ...) or None) -> the given batch rows."""
+    hidden, extra = state
+    return hidden.index_select(1, rows), (None if extra is None else extra.index_select(0, rows))
+
+
+@torch.no_grad()
+def beam_search(
+    model,
+    src: Tensor,
+    src_len: Tensor,
+    beam_size: int = 5,
+    nbest: int = 1,
+    max_len: int | None = None,
+    length_penalty: str = "gnmt",
+    alpha: float = 0.6,
+    coverage_penalty: float = 0.0,
+    return_attention: bool = False,
+    max_len_ratio: float = MAX_LEN_RATIO,
+    max_len_extra: int = MAX_LEN_EXTRA,
+) -> list[list[Hypothesis]]:
+    """Beam-search a batch. src: (batch, src_len) ids ending in EOS; src_len: (batch,).
+
+    Returns, for each sentence, its ``nbest`` best finished hypotheses, best first (by
+    ``norm_score``). Output length limit per sentence: ``max_len`` if given, else ``max_len_ratio``
+    x its source length + ``max_len_extra`` (`output_limits`). With ``beam_size=1`` this is greedy
+    decoding.
+    """
+    if beam_size < 1:
+        raise ValueError(f"beam size must be at least 1, got {beam_size}")
+    if not 1 <= nbest <= beam_size:
+        raise ValueError(f"nbest must be between 1 and the beam size ({beam_size}), got {nbest}")
+    length_normaliser(1, length_penalty, alpha)  # fails early on an unknown kind
+    limits = output_limits(src_len, max_len, max_len_ratio, max_len_extra).tolist()
+    device = src.device
+    batch, k = src.size(0), beam_size
+    track_attention = return_attention or coverage_penalty > 0.0
+
+    values, final, keys_proj, mask = model.encode(src, src_len)
+    state = model.decoder.init_state(final)
+    rows = torch.arange(batch, device=device).repeat_interleave(k)  # (batch * k,): sentence of each row
+    values, mask, keys_proj = values.index_select(0, rows), mask.index_select(0, rows), expand_rows(keys_proj, rows)
+    state = reorder_state(state, rows)
+    src_cols = values.size(1)
+
+    scores = torch.full((batch, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # all beams start identical: keep only the first alive
+    prev = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
+    tokens = torch.empty((batch * k, 0), dtype=torch.long, device=device)  # (batch * k, t)
+    attention = torch.empty((batch * k, 0, src_cols), device=device) if track_attention else None
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    done = [False] * batch
+    lengths = src_len.tolist()
+    active = list(range(batch))  # the sentences still being searched; position b owns rows b*k .. b*k+k-1
+
+    def finish(sentence: int, row: int, score: float, ended: bool, step_weights: Tensor | None) -> None:
+        out = tokens[row].tolist()
+        length = len(out) + (1 if ended else 0)
+        norm = score / length_normaliser(length, length_penalty, alpha)
+        att = None
+        if track_attention:
+            att = attention[row]
+            if step_weights is not None:
+                att = torch.cat([att, step_weights[row].unsqueeze(0)], dim=0)  # (length, src_cols)
+            att = att[:, : lengths[sentence]].float()
+            norm += coverage_bonus(att.sum(dim=0), coverage_penalty)
+        finished[sentence].append(Hypothesis(out, score, norm, att.cpu() if return_attention else None))
+
+    for step in range(max(limits)):
+        n = len(active)
+        log_probs, state, weights = model.decoder.step(prev, state, keys_proj, values, mask)  # (n * k, vocab)
+        vocab = log_probs.size(-1)
+        candidates = (scores.view(-1, 1) + log_probs.float()).view(n, k * vocab)
+        top_scores, top_ids = candidates.topk(min(2 * k, k * vocab), dim=1)  # (n, 2k), best first
+        origin, token = top_ids // vocab, top_ids % vocab  # beam each extension comes from, its token
+        is_eos = token == EOS_ID
+
+        # EOS extensions that rank among the first k are finished hypotheses
+        eos_first_k = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
+        if bool(eos_first_k.any()):
+            step_weights = weights.float() if track_attention else None
+            for b, rank in eos_first_k.nonzero().tolist():
+                sentence = active[b]
+                if len(finished[sentence]) < k:
+                    finish(sentence, b * k + int(origin[b, rank]), float(top_scores[b, rank]), True, step_weights)
+                done[sentence] = len(finished[sentence]) >= k
+
+        # the best k extensions that do not end in EOS stay alive
+        alive_scores, pick = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=1)  # (n, k)
+        offsets = (torch.arange(n, device=device) * k).unsqueeze(1)  # (n, 1)
+        next_rows = (offsets + origin.gather(1, pick)).view(-1)  # (n * k,) rows to continue
+        next_tokens = token.gather(1, pick).view(-1)
+        scores = alive_scores
+        state = reorder_state(state, next_rows)
+        tokens = torch.cat([tokens.index_select(0, next_rows), next_tokens.unsqueeze(1)], dim=1)
+        if track_attention:
+            step_att = weights.float().index_select(0, next_rows).unsqueeze(1)  # (n * k, 1, src_cols)
+            attention = torch.cat([attention.index_select(0, next_rows), step_att], dim=1)
+        prev = next_tokens
+
+        # a sentence with nbest finished hypotheses stops once none of its live ones ranks above its best
+        # finished one any more (at their current length, as Hugging Face's beam search does); at its
+        # length limit its live hypotheses count as finished (without EOS)
+        live_best = (alive_scores[:, 0] / length_normaliser(step + 1, length_penalty, alpha)).tolist()
+        for b, sentence in enumerate(active):
+            hyps = finished[sentence]
+            if done[sentence]:
+                continue
+            if len(hyps) >= nbest and max(h.norm_score for h in hyps) >= live_best[b]:
+                done[sentence] = True
+            elif limits[sentence] <= step + 1:
+                for beam in range(k):
+                    score = float(scores[b, beam])
+                    if math.isfinite(score) and len(hyps) < k:
+                        finish(sentence, b * k + beam, score, False, None)
+                done[sentence] = True
+
+        # drop the finished sentences' rows, so the next steps compute only for sentences still searched
+        keep = [b for b, sentence in enumerate(active) if not done[sentence]]
+        if not keep:
+            break
+        if len(keep) < n:
+            keep_rows = torch.tensor([b * k + j for b in keep for j in range(k)], device=device)
+            state, prev = reorder_state(state, keep_rows), prev.index_select(0, keep_rows)
+            keys_proj, values, mask = expand_rows(keys_proj, keep_rows), values.index_select(0, keep_rows), \
+                mask.index_select(0, keep_rows)
+            tokens = tokens.index_select(0, keep_rows)
+            attention = attention.index_select(0, keep_rows) if track_attention else None
+            scores = scores.index_select(0, torch.tensor(keep, device=device))
+            active = [active[b] for b in keep]
+
+    return [sorted(hyps, key=lambda h: h.norm_score, reverse=True)[:nbest] for hyps in finished]
