@@ -138,8 +138,10 @@ class Evaluator:
 class AttentionProbe:
     """Attention images of a few fixed validation sentences, logged to TensorBoard at every evaluation.
 
-    The sentences are the first ``count`` non-empty ones of the validation set, so the image slider
-    of each tag shows how one sentence's attention evolves. Each is decoded greedily and logged as
+    The sentences are ``count`` non-empty validation sentences spread over the range of source lengths
+    (at the 1/(count+1), 2/(count+1), ... quantiles of the length-sorted set: corpora sorted by length,
+    such as Tatoeba, would otherwise give only one-word sentences), always the same ones, so the image
+    slider of each tag shows how one sentence's attention evolves. Each is decoded greedily and logged as
     an image ``attention/valid_{k}`` (the mean of the heads for multi-head attention, and then also
     one image per head, ``attention/valid_{k}/head_{h}``), with its source, hypothesis and reference
     as text under the same tag (``attention/valid_{k}/text_summary`` in the event files).
@@ -147,7 +149,11 @@ class AttentionProbe:
 
     def __init__(self, evaluator: Evaluator, count: int, dpi: int = 100) -> None:
         self.evaluator, self.dpi = evaluator, dpi
-        self.indices = [i for i, line in enumerate(evaluator.src_lines) if line.strip()][: max(count, 0)]
+        lines = evaluator.src_lines
+        by_length = sorted((i for i, line in enumerate(lines) if line.strip()), key=lambda i: (len(lines[i]), i))
+        count = min(max(count, 0), len(by_length))
+        quantiles = [by_length[(k + 1) * len(by_length) // (count + 1)] for k in range(count)]
+        self.indices = sorted(set(quantiles))
 
     @torch.no_grad()
     def log(self, writer: SummaryWriter, model: Seq2Seq, device: torch.device, step: int) -> None:

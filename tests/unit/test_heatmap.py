@@ -210,3 +210,17 @@ def test_a_s2s_cjk_font_that_is_not_a_font_is_reported_and_ignored(monkeypatch, 
     finally:
         heatmap.cjk_font_family.cache_clear()  # the next caller looks again, without the variable
     assert "S2S_CJK_FONT" in caplog.text and "ignoring it" in caplog.text
+
+
+def test_the_tensorboard_probe_takes_sentences_spread_over_the_source_lengths():
+    from types import SimpleNamespace
+
+    from s2s_attn.training.trainer import AttentionProbe
+
+    lines = ["Go."] * 50 + ["", "   "] + ["I am very cold today."] * 30 + ["This sentence is a good deal longer than the rest."]
+    probe = AttentionProbe(SimpleNamespace(src_lines=lines), count=3)
+    lengths = sorted({len(lines[i]) for i in probe.indices})
+    assert len(probe.indices) == 3 and lengths == [3, 21]  # not only the one-word sentences at the start
+    assert all(lines[i].strip() for i in probe.indices)
+    assert AttentionProbe(SimpleNamespace(src_lines=["a", "", "b"]), count=4).indices == [0, 2]
+    assert AttentionProbe(SimpleNamespace(src_lines=lines), count=0).indices == []
