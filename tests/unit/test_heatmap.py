@@ -217,7 +217,8 @@ def test_the_tensorboard_probe_takes_sentences_spread_over_the_source_lengths():
 
     from s2s_attn.training.trainer import AttentionProbe
 
-    lines = ["Go."] * 50 + ["", "   "] + ["I am very cold today."] * 30 + ["This sentence is a good deal longer than the rest."]
+    longest = "This sentence is a good deal longer than the rest."
+    lines = ["Go."] * 50 + ["", "   "] + ["I am very cold today."] * 30 + [longest]
     probe = AttentionProbe(SimpleNamespace(src_lines=lines), count=3)
     lengths = sorted({len(lines[i]) for i in probe.indices})
     assert len(probe.indices) == 3 and lengths == [3, 21]  # not only the one-word sentences at the start
