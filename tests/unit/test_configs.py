@@ -55,3 +55,15 @@ def test_data_root_follows_the_environment(monkeypatch):
     from omegaconf import OmegaConf
 
     assert OmegaConf.to_container(compose_with().data, resolve=True)["root"] == "/somewhere/else"
+
+
+def test_every_config_group_is_packaged_so_installed_commands_find_it():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    setuptools = project["tool"]["setuptools"]
+    groups = sorted(p.name for p in (root / "configs").iterdir() if p.is_dir() and not p.name.startswith("_"))
+    for group in groups:
+        assert f"s2s_attn.configs.{group}" in setuptools["packages"], group
+        assert setuptools["package-data"][f"s2s_attn.configs.{group}"] == ["*.yaml"], group
