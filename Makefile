@@ -1,13 +1,16 @@
 # s2s-attn: two commands on a fresh machine.
 #   make train   create .venv, install, prepare the data, train the default config (eng->fra, 20 min)
 #   make test    same install, lint with ruff, run the test suite
-# Extra Hydra overrides go in ARGS, e.g.  make train ARGS="trainer.max_minutes=5 data=fra_eng"
+# Hydra overrides go on the command line or in ARGS:
+#   make train data=cmn_eng trainer.max_minutes=5        make train ARGS="-m attention=bahdanau,luong_general"
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
+# command-line assignments other than make's own (PYTHON, VENV, ARGS) are Hydra overrides
+OVERRIDES := $(filter-out PYTHON=% VENV=% ARGS=%,$(MAKEOVERRIDES))
 
 .PHONY: install train test lint clean
 
@@ -33,7 +36,7 @@ $(STAMP): $(SOURCES) | $(BIN)/python
 install: $(STAMP)
 
 train: install
-	$(BIN)/s2s-train $(ARGS)
+	$(BIN)/s2s-train $(OVERRIDES) $(ARGS)
 
 lint: install
 	$(BIN)/ruff check s2s_attn tests scripts

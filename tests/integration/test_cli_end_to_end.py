@@ -87,5 +87,5 @@ def test_train_then_translate_on_a_slice_of_tatoeba(tmp_path):
         assert (tmp_path / "run" / "eval" / f"test.{name}.hyp").read_text().count("\n") == 100
         assert (tmp_path / "run" / "eval" / f"test.{name}.json").is_file()
     bad = run([script("s2s-evaluate"), str(tmp_path / "run"), "--src", str(corpus / "test.en"), "--ref",
-               str(corpus / "valid.fr")], cwd=tmp_path)
+               str(corpus / "train.fr")], cwd=tmp_path)  # 100 sources, 1,400 references
     assert bad.returncode == 2 and "line-parallel" in bad.stderr and "Traceback" not in bad.stderr
