@@ -667,6 +667,16 @@ def to_simplified(pairs: Sequence[Pair], sides: Sequence[int]) -> tuple[list[Pai
     return converted, changed
 
 
+def input_script_converter(data_cfg: Mapping[str, Any]) -> Callable[[str], str] | None:
+    """For translating with a model: the conversion its training data had on the source side (OpenCC t2s
+    for a Chinese source with ``zh_script=simplified``), else None."""
+    if 0 not in _chinese_sides(data_cfg) or str(_setting(data_cfg, "zh_script")) != "simplified":
+        return None
+    import opencc
+
+    return opencc.OpenCC("t2s").convert
+
+
 def _script_conversion(cfg: Mapping[str, Any], splits: dict[str, list[Pair]], log: Callable[[str], None]) -> int:
     """Apply ``data.zh_script`` to every split in place; return the number of converted pairs."""
     script, sides = str(_setting(cfg, "zh_script")), _chinese_sides(cfg)

@@ -62,6 +62,7 @@ class Translator:
         self.model, self.tokenizer, self.device = model.eval(), tokenizer, device
         self.max_src_pieces = max_src_pieces
         self.truncated = 0
+        self.convert_source = None  # e.g. traditional -> simplified Chinese, as the training data was
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto") -> Translator:
@@ -78,6 +79,9 @@ class Translator:
         dev = resolve_device(device)
         translator = cls(model.to(dev), tokenizer, dev, int(payload["config"]["data"].get("max_src_pieces", 200)))
         translator.config = payload["config"]
+        from ..data.corpus import input_script_converter
+
+        translator.convert_source = input_script_converter(payload["config"].get("data", {}))
         translator.checkpoint_path = Path(payload["path"])
         return translator
 
@@ -124,6 +128,8 @@ class Translator:
         from ..data.corpus import normalize_text
 
         cleaned = [normalize_text(line) for line in lines]
+        if self.convert_source is not None:
+            cleaned = [self.convert_source(line) for line in cleaned]
         todo = [i for i, line in enumerate(cleaned) if line]
         src_ids = self.tokenizer.encode_src([cleaned[i] for i in todo])
         for k, ids in enumerate(src_ids):

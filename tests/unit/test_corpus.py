@@ -625,3 +625,10 @@ def test_zh_script_is_part_of_the_cache_key_only_for_chinese_data(tmp_path: Path
         prepare_data({**cmn, "zh_script": "traditional"}, log=lambda _: None)
     fra = tsv_cfg(make_tsv_root(tmp_path / "fra"), tmp_path / "cache")
     assert corpus._relevant_config(fra, "tsv") == corpus._relevant_config({**fra, "zh_script": "keep"}, "tsv")
+
+
+def test_a_chinese_source_is_converted_at_translation_time_as_it_was_for_training() -> None:
+    convert = corpus.input_script_converter({"src_lang": "zh", "tgt_lang": "en", "zh_script": "simplified"})
+    assert convert("我們說漢語。") == "我们说汉语。"
+    assert corpus.input_script_converter({"src_lang": "zh", "tgt_lang": "en", "zh_script": "keep"}) is None
+    assert corpus.input_script_converter({"src_lang": "en", "tgt_lang": "zh"}) is None  # English source
