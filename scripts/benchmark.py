@@ -51,7 +51,8 @@ def measure_checkpoint(path: str, decode: int, unbatched: int | None, threads: i
     """Decoding speed and BLEU of a trained model on its run's test split: greedy, beam 5, beam 5 unbatched."""
     import torch
 
-    from s2s_attn.cli.evaluate import read_lines, split_files
+    from s2s_attn.cli.evaluate import split_files
+    from s2s_attn.data.corpus import read_text_lines
     from s2s_attn.decoding.beam import SearchSettings
     from s2s_attn.decoding.translator import Translator
     from s2s_attn.evaluation.metrics import score
@@ -59,7 +60,7 @@ def measure_checkpoint(path: str, decode: int, unbatched: int | None, threads: i
     torch.set_num_threads(threads)
     translator = Translator.from_checkpoint(path, device="cpu" if threads else "auto")
     src_path, ref_path = split_files(translator.config, "test")
-    sources, references = read_lines(src_path)[:decode], read_lines(ref_path)[:decode]
+    sources, references = read_text_lines(src_path)[:decode], read_text_lines(ref_path)[:decode]
     tgt_lang = str(translator.config["data"].get("tgt_lang", "en"))
     beam5 = SearchSettings(beam_size=5)
     translator.translate(sources[:64], batch_size=64, search=beam5)  # warm-up: thread pool, allocator

@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..evaluation.alignment import read_lines as read_text
+from ..data.corpus import read_text_lines as read_text
 
 PROG = "s2s-align-eval"
 

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..data.corpus import read_text_lines
 from .translate import search_settings
 
 PROG = "s2s-evaluate"
@@ -51,11 +52,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def read_lines(path: str | Path) -> list[str]:
-    with open(path, "rb") as f:
-        return f.read().decode("utf-8", errors="replace").splitlines()
-
-
 def split_files(config: dict, split: str) -> tuple[Path, Path]:
     """The run's prepared ``<split>.src`` / ``<split>.tgt`` (re-prepared from the corpus if the cache is gone)."""
     from ..data.corpus import prepare_data
@@ -85,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             src_path, ref_path = split_files(config, args.split)
             name = args.split
-        sources, references = read_lines(src_path), read_lines(ref_path)
+        sources, references = read_text_lines(src_path), read_text_lines(ref_path)
     except (CheckpointError, DataError, OSError, ValueError) as error:
         return fail(str(error))
     if len(sources) != len(references):

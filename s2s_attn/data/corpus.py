@@ -571,6 +571,18 @@ def _cached_manifest(out_dir: Path, cache_key: str) -> dict[str, Any] | None:
     return manifest
 
 
+def read_text_lines(path: str | os.PathLike) -> list[str]:
+    """Lines of a user's UTF-8 text file (invalid bytes replaced), split on newlines only (not on the other
+    Unicode line breaks), without the final empty one; FileNotFoundError names a missing file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8", errors="replace").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
 def _read_lines_text(path: Path) -> list[str]:
     """Lines of a UTF-8 text file, split on "\\n" only, without a final empty line."""
     lines = path.read_text(encoding="utf-8").split("\n")

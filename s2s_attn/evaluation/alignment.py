@@ -53,7 +53,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..data.corpus import normalize_text
+from ..data.corpus import normalize_text, read_text_lines
 
 WORD_START = "\u2581"  # SentencePiece's "▁": the piece starts a new (whitespace-separated) word
 Link = tuple[int, int]  # (source word, target word), 0-based
@@ -533,17 +533,6 @@ def evaluate_alignment(
 # ---- during training ------------------------------------------------------------------------------
 
 
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """Lines split on newlines only (not on the other Unicode line breaks), without the final empty one."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    with open(path, "rb") as f:
-        lines = f.read().decode("utf-8", errors="replace").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.rstrip("\r") for line in lines]
-
-
 @dataclass
 class _ModelView:
     """What `attention_matrices` needs from a `Translator`, for a model that is being trained."""
@@ -583,7 +572,7 @@ class AlignmentMonitor:
         if sorted(langs) != sorted([src_lang, tgt_lang]):
             raise ValueError(f"alignment={name} has {langs[0]}-{langs[1]} gold links, but the data is "
                              f"{src_lang}->{tgt_lang}; use alignment=none or a gold set for this pair")
-        src_lines, tgt_lines = read_lines(acfg.text[src_lang]), read_lines(acfg.text[tgt_lang])
+        src_lines, tgt_lines = read_text_lines(acfg.text[src_lang]), read_text_lines(acfg.text[tgt_lang])
         if not os.path.isfile(acfg.gold):
             raise FileNotFoundError(f"no such file: {acfg.gold}")
         gold = read_gold(acfg.gold, str(acfg.get("format", "auto")), reverse=src_lang != langs[0])
