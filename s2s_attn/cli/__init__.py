@@ -1,6 +1,13 @@
 """Command-line entry points (console scripts in pyproject.toml)."""
 
+import sys
 from pathlib import Path
+
+
+def fail(prog: str, message: str) -> int:
+    """Report a problem the user can fix as ``PROG: error: MESSAGE`` on stderr (no traceback); exit code 2."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def config_dir() -> str:

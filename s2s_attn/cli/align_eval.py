@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from ..data.corpus import read_text_lines as read_text
+from . import fail
 
 PROG = "s2s-align-eval"
 
@@ -72,21 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     from ..evaluation.alignment import evaluate_alignment, read_gold, validate_gold
     from ..training.checkpoint import CheckpointError
 
-    def fail(message: str) -> int:
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
-
     try:
         src_lines, tgt_lines = read_text(args.src), read_text(args.tgt)
         if not Path(args.gold).is_file():
             raise FileNotFoundError(f"no such file: {args.gold}")
         if len(src_lines) != len(tgt_lines):
-            return fail(f"{args.src} has {len(src_lines)} lines but {args.tgt} has {len(tgt_lines)}; "
+            return fail(PROG, f"{args.src} has {len(src_lines)} lines but {args.tgt} has {len(tgt_lines)}; "
                         "the source and target texts must be line-parallel")
         gold = read_gold(args.gold, args.format, reverse=args.reverse)
         validate_gold(gold, [line.split() for line in src_lines], [line.split() for line in tgt_lines])
     except (OSError, ValueError) as error:
-        return fail(str(error))
+        return fail(PROG, str(error))
     if args.limit is not None:
         src_lines, tgt_lines = src_lines[: args.limit], tgt_lines[: args.limit]
         gold = {k: g for k, g in gold.items() if k < args.limit}
@@ -94,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
         backward = Translator.from_checkpoint(args.backward, device=args.device) if args.backward else None
     except (CheckpointError, OSError, ValueError) as error:
-        return fail(str(error))
+        return fail(PROG, str(error))
     try:
         result = evaluate_alignment(translator, src_lines, tgt_lines, gold, method=args.method,
                                     threshold=args.threshold, batch_size=args.batch_size, backward=backward,
                                     how=args.combine)
     except ValueError as error:
-        return fail(str(error))
+        return fail(PROG, str(error))
     method = "argmax" if args.method == "argmax" else f"threshold {args.threshold:g}"
     if backward is not None:
         method += f", {args.combine} with the backward model"

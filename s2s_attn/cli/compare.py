@@ -15,12 +15,16 @@ import argparse
 import logging
 import sys
 
+from . import fail
+
+PROG = "s2s-compare"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from ..evaluation.compare import DEFAULT_BOOTSTRAP
 
     parser = argparse.ArgumentParser(
-        prog="s2s-compare", description=__doc__.splitlines()[0],
+        prog=PROG, description=__doc__.splitlines()[0],
         epilog="Exit status: 0 on success, 2 when there is nothing to compare or an argument is wrong.",
     )
     parser.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_DIR",
@@ -50,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in skipped:
         print(f"s2s-compare: skipped {item}", file=sys.stderr)
     if not runs:
-        print(f"s2s-compare: error: no finished runs (results.json) found in {' '.join(args.paths)}",
-              file=sys.stderr)
-        return 2
+        return fail(PROG, f"no finished runs (results.json) found in {' '.join(args.paths)}")
     try:
         comparison = compare(runs, baseline=args.baseline, n_bootstrap=args.bootstrap, ignore=args.ignore,
                              skipped=skipped)
@@ -63,11 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {variant.name}: no p-value: {sig.reason}")
         outputs = write_outputs(comparison, args.out)
     except CompareError as error:
-        print(f"s2s-compare: error: {error}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(error))
     except OSError as error:
-        print(f"s2s-compare: error: cannot write to {args.out}: {error}", file=sys.stderr)
-        return 2
+        return fail(PROG, f"cannot write to {args.out}: {error}")
     n_runs = len(comparison.runs)
     print(f"\n{n_runs} run{'s' if n_runs != 1 else ''} in {len(comparison.variants)} variant"
           f"{'s' if len(comparison.variants) != 1 else ''}; baseline: {comparison.baseline.name}")

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..data.corpus import read_text_lines
+from . import fail
 from .translate import search_settings
 
 PROG = "s2s-evaluate"
@@ -68,10 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     from ..evaluation.metrics import score
     from ..training.checkpoint import CheckpointError
 
-    def fail(message: str) -> int:
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 2
-
     try:
         translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
         search = search_settings(args)
@@ -83,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             name = args.split
         sources, references = read_text_lines(src_path), read_text_lines(ref_path)
     except (CheckpointError, DataError, OSError, ValueError) as error:
-        return fail(str(error))
+        return fail(PROG, str(error))
     if len(sources) != len(references):
-        return fail(f"{src_path} has {len(sources)} lines but {ref_path} has {len(references)}; they must be "
+        return fail(PROG, f"{src_path} has {len(sources)} lines but {ref_path} has {len(references)}; they must be "
                     "line-parallel")
     if not sources:
-        return fail(f"{src_path} is empty: nothing to evaluate")
+        return fail(PROG, f"{src_path} is empty: nothing to evaluate")
     tgt_lang = args.tgt_lang or str(config["data"].get("tgt_lang", "en"))
     decoding = "greedy" if args.beam == 1 else f"beam{args.beam}"
     start = time.time()

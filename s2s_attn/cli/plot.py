@@ -16,10 +16,14 @@ import logging
 import sys
 from pathlib import Path
 
+from . import fail
+
+PROG = "s2s-plot"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="s2s-plot", description=__doc__.splitlines()[0],
+        prog=PROG, description=__doc__.splitlines()[0],
         epilog="Exit status: 0 on success, 2 for a bad checkpoint, no input sentence or an unwritable --out.",
     )
     parser.add_argument("checkpoint", help="run directory written by s2s-train, or a checkpoint file in it")
@@ -49,21 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
 
-    def fail(message: str) -> int:
-        print(f"s2s-plot: error: {message}", file=sys.stderr)
-        return 2
-
     try:
         sentences = read_sentences(args)
     except OSError as error:
-        return fail(f"cannot read --input: {error}")
+        return fail(PROG, f"cannot read --input: {error}")
     if not sentences:
-        return fail("nothing to plot: give sentences as arguments or with --input FILE (empty lines are skipped)")
+        return fail(PROG, "nothing to plot: give sentences as arguments or with --input FILE (empty lines are skipped)")
     out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        return fail(f"cannot create --out directory: {error}")
+        return fail(PROG, f"cannot create --out directory: {error}")
 
     from ..decoding.translator import Translator
     from ..training.checkpoint import CheckpointError
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         translator = Translator.from_checkpoint(args.checkpoint, device=args.device)
     except (CheckpointError, OSError, ValueError) as error:
-        return fail(str(error))
+        return fail(PROG, str(error))
     results = translator.translate_with_attention(sentences, heads=True)
     width = len(str(len(results)))
     for n, item in enumerate(results, start=1):
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 encoding="utf-8",
             )
         except OSError as error:
-            return fail(f"cannot write into {out_dir}: {error}")
+            return fail(PROG, f"cannot write into {out_dir}: {error}")
         print(f"[{n}] {item.source}\n    -> {item.translation}\n    {png}\n    {page}")
     return 0
 

@@ -23,9 +23,13 @@ import sys
 
 from tqdm import tqdm
 
+from . import fail
+
+PROG = "s2s-translate"
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="s2s-translate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="run directory written by s2s-train, or a checkpoint file in it")
     parser.add_argument("-i", "--input", default="-", help="input file, one sentence per line (default: stdin)")
     parser.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
@@ -104,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             return interactive(translator, search)
         lines = read_lines(args.input)
     except (CheckpointError, OSError, ValueError) as error:
-        print(f"s2s-translate: error: {error}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(error))
     outputs: list[str] = []
     chunk = max(args.batch_size * 16, 1)
     progress = tqdm(total=len(lines), desc="translate", unit="sent", disable=args.input == "-" or len(lines) <= chunk,
@@ -113,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         attention_file = open(args.attention, "w", encoding="utf-8") if args.attention else None
     except OSError as error:
-        print(f"s2s-translate: error: cannot write --attention file: {error}", file=sys.stderr)
-        return 2
+        return fail(PROG, f"cannot write --attention file: {error}")
     with attention_file or contextlib.nullcontext():
         for start in range(0, len(lines), chunk):
             part = lines[start : start + chunk]
