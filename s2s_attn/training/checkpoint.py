@@ -2,12 +2,15 @@
 
 A checkpoint is a dict of tensors and plain Python values only (no pickled classes), so loading one
 can never run code. It holds everything ``translate`` needs: the model's constructor arguments and
-weights, the resolved run config, and both SentencePiece models (as uint8 tensors).
+weights, the resolved run config, and both SentencePiece models (as uint8 tensors). A run directory
+holds ``checkpoints/best.pt`` (the weights with the best validation BLEU) and the last few
+``checkpoints/step_NNNNNNNN.pt`` (the whole training state, for resuming; see ``training.resume``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +20,7 @@ import torch
 
 FORMAT = "s2s-attn-checkpoint"
 FORMAT_VERSION = 1
+STEP_PATTERN = re.compile(r"^step_(\d+)\.pt$")
 
 
 class CheckpointError(Exception):
@@ -46,9 +50,24 @@ def tensor_to_bytes(tensor: torch.Tensor) -> bytes:
     return bytes(tensor.cpu().numpy().tobytes())
 
 
+def non_finite_tensors(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in a state dict that hold NaN or infinity."""
+    return [name for name, tensor in state.items()
+            if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` atomically: temp file in the same directory, fsync, rename."""
+    """Write ``payload`` to ``path`` atomically: temp file in the same directory, fsync, rename.
+
+    A reader (or a run killed at any moment) sees either the previous file or the complete new one.
+    Model weights holding NaN or infinity are refused (CheckpointError): a diverged model never
+    replaces a good checkpoint.
+    """
     path = Path(path)
+    bad = non_finite_tensors(payload.get("model", {}))
+    if bad:
+        raise CheckpointError(f"refusing to write {path}: the model has non-finite values in {', '.join(bad[:3])}"
+                              f"{' ...' if len(bad) > 3 else ''}")
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), **payload}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -57,6 +76,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -69,15 +89,54 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         os.close(dir_fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the ``.NAME.XXXX.tmp`` files a killed `save_checkpoint` left behind; return them."""
+    directory = Path(directory)
+    stale = sorted(directory.glob(".*.tmp")) if directory.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def step_checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
+    return Path(directory) / f"step_{step:08d}.pt"
+
+
+def step_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
+    """The ``step_N.pt`` files in ``directory`` as (step, path), oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := STEP_PATTERN.match(p.name)) and p.is_file()]
+    return sorted(found)
+
+
+def prune_step_checkpoints(directory: str | os.PathLike, keep_last: int) -> list[Path]:
+    """Delete all but the ``keep_last`` newest ``step_N.pt`` files; return the deleted paths."""
+    found = step_checkpoints(directory)
+    doomed = [path for _, path in found[: max(len(found) - max(keep_last, 1), 0)]]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
+
+
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run directory (then its ``checkpoints/best.pt``, else ``last.pt``)."""
+    """A checkpoint file, or a run directory: its ``checkpoints/best.pt``, else its newest
+    ``checkpoints/step_N.pt`` (else ``last.pt``, as older versions wrote)."""
     path = Path(path)
     if path.is_dir():
-        for candidate in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt",
-                          path / "best.pt", path / "last.pt"):
-            if candidate.is_file():
-                return candidate
-        raise CheckpointError(f"no checkpoint in {path}: expected checkpoints/best.pt or checkpoints/last.pt")
+        for directory in (path / "checkpoints", path):
+            steps = step_checkpoints(directory)
+            for candidate in (directory / "best.pt", steps[-1][1] if steps else None, directory / "last.pt"):
+                if candidate is not None and candidate.is_file():
+                    return candidate
+        raise CheckpointError(f"no checkpoint in {path}: expected checkpoints/best.pt or checkpoints/step_N.pt")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     return path

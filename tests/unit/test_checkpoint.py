@@ -1,4 +1,4 @@
-"""Checkpoints: atomic, loaded with weights_only=True, and bad files give clear errors."""
+"""Checkpoints: atomic, loaded with weights_only=True, never NaN, the last K kept, and bad files give clear errors."""
 
 import os
 import pickle
@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from s2s_attn.decoding.translator import Translator
-from s2s_attn.training.checkpoint import CheckpointError, bytes_to_tensor, load_checkpoint, save_checkpoint
+from s2s_attn.training.checkpoint import (
+    CheckpointError,
+    bytes_to_tensor,
+    load_checkpoint,
+    prune_step_checkpoints,
+    remove_stale_temporaries,
+    save_checkpoint,
+    step_checkpoint_path,
+    step_checkpoints,
+)
 
 
 def minimal_payload(model):
@@ -76,3 +85,61 @@ def test_run_directory_resolves_to_its_best_checkpoint(tmp_path, tiny_model):
         load_checkpoint(tmp_path / "checkpoints" / "missing.pt")
     with pytest.raises(CheckpointError, match="no checkpoint in"):
         load_checkpoint(tmp_path / "checkpoints" / "empty")
+
+
+def test_random_bytes_are_a_clear_error_naming_the_file(tmp_path):
+    (tmp_path / "noise.pt").write_bytes(os.urandom(4096))
+    with pytest.raises(CheckpointError, match="noise.pt.*corrupt"):
+        load_checkpoint(tmp_path / "noise.pt")
+
+
+def test_a_model_with_nan_weights_is_never_written_and_the_old_checkpoint_stays(tmp_path, tiny_model):
+    save_checkpoint(tmp_path / "c.pt", minimal_payload(tiny_model))
+    before = (tmp_path / "c.pt").read_bytes()
+    payload = minimal_payload(tiny_model)
+    name = next(iter(payload["model"]))
+    payload["model"] = {**payload["model"], name: torch.full_like(payload["model"][name], float("nan"))}
+    with pytest.raises(CheckpointError, match=f"refusing to write .*c.pt.*non-finite values in {name}"):
+        save_checkpoint(tmp_path / "c.pt", payload)
+    assert (tmp_path / "c.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_a_write_that_fails_midway_leaves_the_previous_checkpoint_and_no_temporary(tmp_path, tiny_model, monkeypatch):
+    save_checkpoint(tmp_path / "c.pt", minimal_payload(tiny_model))
+    before = (tmp_path / "c.pt").read_bytes()
+
+    def disk_full(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(tmp_path / "c.pt", minimal_payload(tiny_model))
+    assert (tmp_path / "c.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_only_the_newest_k_step_checkpoints_are_kept_and_best_is_never_pruned(tmp_path, tiny_model):
+    for step in (5, 10, 15, 20):
+        save_checkpoint(step_checkpoint_path(tmp_path, step), minimal_payload(tiny_model))
+    save_checkpoint(tmp_path / "best.pt", minimal_payload(tiny_model))
+    removed = prune_step_checkpoints(tmp_path, keep_last=2)
+    assert [p.name for p in removed] == ["step_00000005.pt", "step_00000010.pt"]
+    assert [(step, p.name) for step, p in step_checkpoints(tmp_path)] == [(15, "step_00000015.pt"),
+                                                                         (20, "step_00000020.pt")]
+    assert (tmp_path / "best.pt").is_file()
+
+
+def test_temporaries_of_a_killed_save_are_removed_and_never_loaded(tmp_path, tiny_model):
+    save_checkpoint(step_checkpoint_path(tmp_path, 7), minimal_payload(tiny_model))
+    (tmp_path / ".step_00000009.pt.abc123.tmp").write_bytes(b"PK\x03\x04 a save killed halfway")
+    assert [step for step, _ in step_checkpoints(tmp_path)] == [7]
+    assert [p.name for p in remove_stale_temporaries(tmp_path)] == [".step_00000009.pt.abc123.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_00000007.pt"]
+
+
+def test_run_directory_without_best_resolves_to_its_newest_step_checkpoint(tmp_path, tiny_model):
+    for step in (100, 20):
+        save_checkpoint(step_checkpoint_path(tmp_path / "checkpoints", step), minimal_payload(tiny_model))
+    assert load_checkpoint(tmp_path)["path"].endswith("step_00000100.pt")
