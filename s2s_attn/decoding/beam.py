@@ -1,9 +1,10 @@
 """Beam search, batched over sentences and beams: one decoder step per output position for the whole batch.
 
 Every sentence keeps ``beam_size`` live hypotheses; the batch runs as ``batch * beam`` rows through
-``model.decoder.step`` (no Python loop over sentences in the computation). At each step the best
-``2 * beam_size`` extensions of each sentence are taken from its ``beam_size * vocab`` candidates
-(as fairseq does): an extension that ends in EOS and ranks among the first ``beam_size`` becomes a
+``model.decoder.step_logits`` (no Python loop over sentences in the computation; the first step runs
+one row per sentence, since all its beams start from BOS). At each step the best ``2 * beam_size``
+extensions of each sentence are taken from its ``beam_size * vocab`` candidates (as fairseq does;
+only each row's best ``2 * beam_size`` tokens can be among them, so only those are ranked): an extension that ends in EOS and ranks among the first ``beam_size`` becomes a
 finished hypothesis; the best ``beam_size`` others stay live. A sentence is done when it has
 ``beam_size`` finished hypotheses; or ``nbest`` of them and the best live hypothesis, normalised at
 its current length, ranks below the best finished one; or when its live hypotheses reach its length
@@ -111,7 +112,7 @@ def reorder_state(state: tuple[Tensor, Tensor | None], rows: Tensor) -> tuple[Te
     return hidden.index_select(1, rows), (None if extra is None else extra.index_select(0, rows))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_search(
     model,
     src: Tensor,
@@ -145,20 +146,19 @@ def beam_search(
 
     values, final, keys_proj, mask = model.encode(src, src_len)
     state = model.decoder.init_state(final)
-    rows = torch.arange(batch, device=device).repeat_interleave(k)  # (batch * k,): sentence of each row
-    values, mask, keys_proj = values.index_select(0, rows), mask.index_select(0, rows), expand_rows(keys_proj, rows)
-    state = reorder_state(state, rows)
+    # Rows: sentence b (position b in ``active``) owns rows b*width .. b*width+width-1. The first step
+    # runs one row per sentence (all beams would start from the same BOS); its best first tokens then
+    # become the sentence's k rows.
+    width = 1
     src_cols = values.size(1)
-
-    scores = torch.full((batch, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start identical: keep only the first alive
-    prev = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
-    tokens = torch.empty((batch * k, 0), dtype=torch.long, device=device)  # (batch * k, t)
-    attention = torch.empty((batch * k, 0, src_cols), device=device) if track_attention else None
+    scores = torch.zeros((batch, width), device=device)  # (n, width) log-probabilities of the live rows
+    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
+    tokens = torch.empty((batch, 0), dtype=torch.long, device=device)  # (n * width, t)
+    attention = torch.empty((batch, 0, src_cols), device=device) if track_attention else None
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     done = [False] * batch
     lengths = src_len.tolist()
-    active = list(range(batch))  # the sentences still being searched; position b owns rows b*k .. b*k+k-1
+    active = list(range(batch))  # the sentences still being searched
 
     def finish(sentence: int, row: int, score: float, ended: bool, step_weights: Tensor | None) -> None:
         out = tokens[row].tolist()
@@ -175,11 +175,16 @@ def beam_search(
 
     for step in range(max(limits)):
         n = len(active)
-        log_probs, state, weights = model.decoder.step(prev, state, keys_proj, values, mask)  # (n * k, vocab)
-        vocab = log_probs.size(-1)
-        candidates = (scores.view(-1, 1) + log_probs.float()).view(n, k * vocab)
-        top_scores, top_ids = candidates.topk(min(2 * k, k * vocab), dim=1)  # (n, 2k), best first
-        origin, token = top_ids // vocab, top_ids % vocab  # beam each extension comes from, its token
+        logits, state, weights = model.decoder.step_logits(prev, state, keys_proj, values, mask)  # (n * width, V)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (n * width, V)
+        # The best 2k extensions of a sentence are among the best 2k tokens of each of its rows, so only
+        # those enter the ranking: (n, width * 2k) candidates instead of (n, width * V).
+        per_row = min(2 * k, log_probs.size(-1))
+        row_log_probs, row_tokens = log_probs.topk(per_row, dim=1)  # (n * width, per_row)
+        candidates = (scores.view(-1, 1) + row_log_probs).view(n, width * per_row)
+        top_scores, top_ids = candidates.topk(min(2 * k, width * per_row), dim=1)  # (n, 2k), best first
+        origin = top_ids // per_row  # the row (0 .. width-1) each extension comes from
+        token = row_tokens.view(n, width * per_row).gather(1, top_ids)  # and its token
         is_eos = token == EOS_ID
 
         # EOS extensions that rank among the first k are finished hypotheses
@@ -189,12 +194,13 @@ def beam_search(
             for b, rank in eos_first_k.nonzero().tolist():
                 sentence = active[b]
                 if len(finished[sentence]) < k:
-                    finish(sentence, b * k + int(origin[b, rank]), float(top_scores[b, rank]), True, step_weights)
+                    finish(sentence, b * width + int(origin[b, rank]), float(top_scores[b, rank]), True, step_weights)
                 done[sentence] = len(finished[sentence]) >= k
 
         # the best k extensions that do not end in EOS stay alive
-        alive_scores, pick = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=1)  # (n, k)
-        offsets = (torch.arange(n, device=device) * k).unsqueeze(1)  # (n, 1)
+        new_width = min(k, top_scores.size(1))
+        alive_scores, pick = top_scores.masked_fill(is_eos, float("-inf")).topk(new_width, dim=1)  # (n, k)
+        offsets = (torch.arange(n, device=device) * width).unsqueeze(1)  # (n, 1)
         next_rows = (offsets + origin.gather(1, pick)).view(-1)  # (n * k,) rows to continue
         next_tokens = token.gather(1, pick).view(-1)
         scores = alive_scores
@@ -203,6 +209,11 @@ def beam_search(
         if track_attention:
             step_att = weights.float().index_select(0, next_rows).unsqueeze(1)  # (n * k, 1, src_cols)
             attention = torch.cat([attention.index_select(0, next_rows), step_att], dim=1)
+        if new_width != width:  # after the first step: each sentence's encoder rows, k times
+            encoder_rows = offsets.view(-1).repeat_interleave(new_width)
+            keys_proj, values = expand_rows(keys_proj, encoder_rows), values.index_select(0, encoder_rows)
+            mask = mask.index_select(0, encoder_rows)
+            width = new_width
         prev = next_tokens
 
         # a sentence with nbest finished hypotheses stops once none of its live ones ranks above its best
@@ -216,10 +227,10 @@ def beam_search(
             if len(hyps) >= nbest and max(h.norm_score for h in hyps) >= live_best[b]:
                 done[sentence] = True
             elif limits[sentence] <= step + 1:
-                for beam in range(k):
+                for beam in range(width):
                     score = float(scores[b, beam])
                     if math.isfinite(score) and len(hyps) < k:
-                        finish(sentence, b * k + beam, score, False, None)
+                        finish(sentence, b * width + beam, score, False, None)
                 done[sentence] = True
 
         # drop the finished sentences' rows, so the next steps compute only for sentences still searched
@@ -227,7 +238,7 @@ def beam_search(
         if not keep:
             break
         if len(keep) < n:
-            keep_rows = torch.tensor([b * k + j for b in keep for j in range(k)], device=device)
+            keep_rows = torch.tensor([b * width + j for b in keep for j in range(width)], device=device)
             state, prev = reorder_state(state, keep_rows), prev.index_select(0, keep_rows)
             keys_proj, values, mask = expand_rows(keys_proj, keep_rows), values.index_select(0, keep_rows), \
                 mask.index_select(0, keep_rows)

@@ -51,8 +51,8 @@ def greedy_decode(
     outputs, attentions, head_steps = [], [], []
     attention_module = getattr(model.decoder, "attention", None)
     for step in range(int(limits.max())):
-        log_probs, state, weights = model.decoder.step(prev, state, keys_proj, values, mask)
-        prev = log_probs.argmax(dim=-1)  # (batch,)
+        logits, state, weights = model.decoder.step_logits(prev, state, keys_proj, values, mask)
+        prev = logits.argmax(dim=-1)  # (batch,): the argmax of the log-probabilities too
         prev = prev.masked_fill(finished, EOS_ID)
         outputs.append(prev)
         if return_attention:

@@ -51,7 +51,7 @@ class Decoder(nn.Module):
     def init_state(self, encoder_final: Tensor) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
 
-    def step(
+    def step_logits(
         self,
         prev_tokens: Tensor,
         state: tuple[Tensor, Tensor | None],
@@ -59,8 +59,18 @@ class Decoder(nn.Module):
         values: Tensor,
         src_mask: Tensor,
     ) -> tuple[Tensor, tuple[Tensor, Tensor | None], Tensor]:
-        """One decoding step: (log-probs (batch, vocab), new state, attention (batch, src_len))."""
+        """One decoding step: (logits (batch, vocab), new state, attention (batch, src_len)).
+
+        prev_tokens: (batch,) the previous output ids (BOS first); keys_proj, values, src_mask as
+        returned by ``Seq2Seq.encode``. Decoding uses the raw logits: greedy decoding needs only
+        their argmax, beam search their top entries and log-sum-exp (no full log-softmax).
+        """
         raise NotImplementedError
+
+    def step(self, prev_tokens, state, keys_proj, values, src_mask):
+        """`step_logits` with log-probabilities: (log-probs (batch, vocab) in fp32, new state, attention)."""
+        logits, state, weights = self.step_logits(prev_tokens, state, keys_proj, values, src_mask)
+        return torch.log_softmax(logits.float(), dim=-1), state, weights
 
     def forward(
         self, tgt_in: Tensor, encoder_final: Tensor, keys_proj: Tensor, values: Tensor, src_mask: Tensor
@@ -159,13 +169,13 @@ class BahdanauDecoder(Decoder):
         out = torch.tanh(self.pre_output(torch.cat([hidden_top, context, emb], dim=-1)))
         return self.output(self.dropout(out))
 
-    def step(self, prev_tokens, state, keys_proj, values, src_mask):
+    def step_logits(self, prev_tokens, state, keys_proj, values, src_mask):
         hidden, _ = state
         emb = self.dropout(self.embedding(prev_tokens))  # (batch, emb)
         context, weights = self.attention(hidden[-1], keys_proj, values, src_mask)
         hidden = self.rnn(self.rnn.embed_gates(emb), context, hidden)
         logits = self._logits(self.dropout(hidden[-1]), context, emb)  # (batch, vocab)
-        return torch.log_softmax(logits.float(), dim=-1), (hidden, None), weights
+        return logits, (hidden, None), weights
 
     def forward(self, tgt_in, encoder_final, keys_proj, values, src_mask):
         emb = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
@@ -253,7 +263,7 @@ class LuongDecoder(Decoder):
         attentional = torch.tanh(self.combine(torch.cat([context, tops], dim=-1)))  # (batch, [tgt_len,] out)
         return self.dropout(attentional), weights
 
-    def step(self, prev_tokens, state, keys_proj, values, src_mask):
+    def step_logits(self, prev_tokens, state, keys_proj, values, src_mask):
         hidden, feed = state  # (layers, batch, H), (batch, output_size) or None
         emb = self.dropout(self.embedding(prev_tokens))  # (batch, emb)
         rnn_input = emb if feed is None else torch.cat([emb, feed.to(emb.dtype)], dim=-1)  # (batch, emb [+ out])
@@ -261,7 +271,7 @@ class LuongDecoder(Decoder):
         attentional, weights = self.attend(top.squeeze(1), keys_proj, values, src_mask)  # (batch, out)
         logits = self.output(attentional)  # (batch, vocab)
         new_state = (hidden, attentional if self.input_feeding else None)
-        return torch.log_softmax(logits.float(), dim=-1), new_state, weights
+        return logits, new_state, weights
 
     def forward(self, tgt_in, encoder_final, keys_proj, values, src_mask):
         emb = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
