@@ -38,7 +38,7 @@ TENSORBOARD_TAG = "compare/valid_bleu"
 
 # Config keys never used to tell variants apart: the seed (that is what a variant averages over) and
 # Hydra's own settings. Keys match themselves and everything below them.
-ALWAYS_IGNORED = ("trainer.seed", "hydra")
+ALWAYS_IGNORED = ("trainer.seed", "trainer.resume", "hydra")  # a resumed run is the same variant
 # Without .hydra/config.yaml, runs are grouped by these results.json fields (shown as these keys).
 FALLBACK_KEYS = (("data", "data"), ("attention", "attention"), ("model.decoder", "decoder"))
 

@@ -165,7 +165,9 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> tupl
         if key in IGNORED_KEYS or old.get(key) == new.get(key):
             continue
         line = f"{key}: {old.get(key, '(unset)')} -> {new.get(key, '(unset)')}"
-        is_fixed = key.startswith(FIXED_PREFIXES) and key not in PATH_KEYS
+        # a key only one side has (a setting added by a newer version) is reported; the weights' shapes
+        # are still checked when they are loaded
+        is_fixed = key.startswith(FIXED_PREFIXES) and key not in PATH_KEYS and key in old and key in new
         (fixed if is_fixed else allowed).append(line)
     return fixed, allowed
 

@@ -10,7 +10,9 @@ import contextlib
 import json
 import logging
 import math
+import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +26,34 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..data.batching import Batch, BatchIterator, inference_batches, make_batch
-from ..data.corpus import prepare_data
+from ..data.corpus import prepare_data, write_atomic
 from ..data.tokenizer import PAD_ID, Tokenizer
 from ..decoding.translator import Translator, resolve_device
 from ..evaluation.alignment import AlignmentMonitor
 from ..evaluation.metrics import Scores, score
 from ..model.seq2seq import ModelConfig, Seq2Seq
 from ..viz.stats import attention_statistics
-from .checkpoint import bytes_to_tensor, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    bytes_to_tensor,
+    load_checkpoint,
+    prune_step_checkpoints,
+    remove_stale_temporaries,
+    save_checkpoint,
+    step_checkpoint_path,
+    step_checkpoints,
+    tensor_to_bytes,
+)
+from .resume import (
+    TrainingError,
+    TrainState,
+    earlier_runs_hint,
+    find_resume_checkpoint,
+    load_resumable,
+    restore_rng,
+    rng_state,
+    run_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +223,13 @@ class Corpus:
     max_src_pieces: int
 
 
-def load_corpus(cfg: DictConfig) -> Corpus:
-    """Prepare the data (cached), train or load SentencePiece, encode the training pairs."""
+def load_corpus(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> Corpus:
+    """Prepare the data (cached), train or load SentencePiece (unless ``tokenizer`` is given: a resumed
+    run keeps the one its checkpoint was trained with), encode the training pairs."""
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_dir = prepare_data(data_cfg, log=log.info)
-    tokenizer = Tokenizer.train_or_load(data_dir, data_cfg.get("spm", {}), log=log.info)
+    if tokenizer is None:
+        tokenizer = Tokenizer.train_or_load(data_dir, data_cfg.get("spm", {}), log=log.info)
     train_src, train_tgt = read_split(data_dir, "train")
     max_src, max_tgt = int(data_cfg.get("max_src_pieces", 200)), int(data_cfg.get("max_tgt_pieces", 200))
     src_ids, tgt_ids = tokenizer.encode_src(train_src), tokenizer.encode_tgt(train_tgt)
@@ -256,16 +280,20 @@ def model_config_from(cfg: DictConfig, tokenizer: Tokenizer) -> ModelConfig:
 class StepRunner:
     """One optimisation step on a batch: forward (under autocast), loss, backward, clip, update.
 
-    A step whose loss is not finite is skipped (no update) and counted in ``skipped``.
+    A step whose loss (or, without a gradient scaler, gradient norm) is not finite is skipped: no
+    update, counted in ``skipped``, and ``last_skipped`` is set. After ``max_bad_steps`` such steps in
+    a row it raises TrainingError (the model diverged; going on would only waste the machine).
+    With fp16, infinite gradients are the gradient scaler's business (it skips and lowers the scale).
     """
 
     def __init__(self, model: Seq2Seq, optimizer: torch.optim.Optimizer, device: torch.device, precision: str,
-                 label_smoothing: float, clip_grad: float) -> None:
+                 label_smoothing: float, clip_grad: float, max_bad_steps: int = 10) -> None:
         self.model, self.optimizer, self.clip_grad = model, optimizer, clip_grad
         self.autocast, self.scaler = autocast_context(device, precision)
         self.criterion = torch.nn.CrossEntropyLoss(ignore_index=PAD_ID, label_smoothing=label_smoothing,
                                                    reduction="sum")
-        self.skipped = 0
+        self.max_bad_steps = max_bad_steps
+        self.skipped, self.bad_in_a_row, self.last_skipped = 0, 0, False
 
     def __call__(self, batch: Batch) -> tuple[float, int, float]:
         """-> (summed loss, target tokens, gradient norm before clipping)."""
@@ -281,22 +309,148 @@ class StepRunner:
         else:
             loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
-        if not torch.isfinite(loss):
-            self.skipped += 1
-            log.warning("non-finite loss, update skipped (%d so far)", self.skipped)
-            self.optimizer.zero_grad(set_to_none=True)
+        finite = bool(torch.isfinite(loss)) and (self.scaler is not None or bool(torch.isfinite(grad_norm)))
+        self.last_skipped = not finite
+        if not finite:
+            self.skip(float(loss.detach()))
         elif self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
+        if finite:
+            self.bad_in_a_row = 0
         return loss_sum.item(), n_tokens, float(grad_norm)
+
+    def skip(self, loss: float) -> None:
+        self.skipped += 1
+        self.bad_in_a_row += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        what = "loss" if not math.isfinite(loss) else "gradient norm"
+        log.warning("non-finite %s, update skipped (%d so far, %d in a row)", what, self.skipped, self.bad_in_a_row)
+        if self.max_bad_steps and self.bad_in_a_row >= self.max_bad_steps:
+            raise TrainingError(
+                f"the {what} was not finite in {self.bad_in_a_row} steps in a row (trainer.max_bad_steps="
+                f"{self.max_bad_steps}): training diverged. Lower trainer.lr, keep trainer.clip_grad on, or use "
+                "trainer.precision=fp32; the last good checkpoints are in the run's checkpoints/ directory"
+            )
+
+
+def _positive(tcfg: DictConfig, key: str, allow_null: bool = False, allow_zero: bool = False,
+              kind: type = int) -> None:
+    """Check one trainer setting, with a message naming it."""
+    value = tcfg.get(key)
+    if value is None and allow_null:
+        return
+    wanted = f"{'a non-negative' if allow_zero else 'a positive'} {'integer' if kind is int else 'number'}"
+    wanted += " (or null)" if allow_null else ""
+    try:
+        number = kind(value)
+        ok = number == value if kind is int else True
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or isinstance(value, bool) or (number < 0 if allow_zero else number <= 0):
+        raise ValueError(f"trainer.{key} must be {wanted}, got {value!r}")
+
+
+def check_trainer_config(tcfg: DictConfig) -> None:
+    """Fail fast, before any data is prepared, on a trainer setting the run could not use."""
+    if tcfg.get("batch_tokens") is None and tcfg.get("batch_size") is None:
+        raise ValueError("give trainer.batch_tokens or trainer.batch_size (a positive number)")
+    for key in ("batch_tokens", "batch_size", "max_steps", "save_every"):
+        _positive(tcfg, key, allow_null=True)
+    for key in ("eval_every", "log_every", "keep_last"):
+        _positive(tcfg, key)
+    for key in ("patience", "max_bad_steps"):
+        _positive(tcfg, key, allow_null=True, allow_zero=True)
+    _positive(tcfg, "max_minutes", allow_null=True, kind=float)
+    _positive(tcfg, "lr", kind=float)
+
+
+def resume_point(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The checked checkpoint that ``trainer.resume`` names, or None for a new run."""
+    resume = cfg.trainer.get("resume")
+    path = find_resume_checkpoint(None if resume is None else str(resume), run_dir)
+    if path is None:
+        if str(resume).strip().lower() == "auto":
+            log.info("trainer.resume=auto: no checkpoint in %s, starting a new run%s", run_dir / "checkpoints",
+                     earlier_runs_hint(run_dir))
+        return None
+    payload, changes = load_resumable(path, OmegaConf.to_container(cfg, resolve=True))
+    log.info("resuming from %s (step %d)", payload["path"], int(payload["state"]["step"]))
+    if changes:
+        log.warning("resuming with changed settings: %s", "; ".join(changes))
+    return payload
+
+
+def restore_training(payload: dict[str, Any], model: Seq2Seq, optimizer: torch.optim.Optimizer,
+                     run_step: StepRunner, iterator: BatchIterator) -> TrainState:
+    """Load a resumable checkpoint into the freshly built model, optimizer, scaler and data iterator."""
+    try:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        if run_step.scaler is not None and payload.get("scaler"):
+            run_step.scaler.load_state_dict(payload["scaler"])
+        iterator.load_state_dict(payload["iterator"])
+        state = TrainState.from_dict(payload["state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise CheckpointError(f"cannot resume from {payload['path']}: it does not fit this model: {first}") from None
+    run_step.skipped = state.skipped_steps
+    return state
+
+
+def set_aside_newer_checkpoints(ckpt_dir: Path, step: int) -> None:
+    """Resuming from an older checkpoint of the same run: its later ``step_N.pt`` files belong to the
+    abandoned continuation; rename them (``abandoned-step_N.pt``) so that ``resume=auto`` and pruning
+    never take them for this run's, without deleting anything."""
+    for later_step, path in step_checkpoints(ckpt_dir):
+        if later_step > step:
+            target = path.with_name(f"abandoned-{path.name}")
+            os.replace(path, target)
+            log.warning("checkpoint %s is newer than the one resumed from; renamed to %s", path, target.name)
+
+
+def carry_best_checkpoint(payload: dict[str, Any], ckpt_dir: Path) -> None:
+    """Resuming into another directory: copy the source run's best.pt, which the resumed state's best
+    BLEU refers to."""
+    source = Path(payload["path"]).parent / "best.pt"
+    target = ckpt_dir / "best.pt"
+    if target.exists() or not source.is_file() or source.resolve() == target.resolve():
+        return
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt_dir / ".best.pt.copy.tmp"
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def has_events(directory: Path) -> bool:
+    return directory.is_dir() and any(directory.glob("events.out.tfevents.*"))
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train a model as ``cfg`` says, writing checkpoints, TensorBoard events and results to ``run_dir``."""
+    """Train a model as ``cfg`` says, writing checkpoints, TensorBoard events and results to ``run_dir``.
+
+    With ``trainer.resume`` (``auto`` or a path) it continues a run from its last checkpoint instead;
+    see `s2s_attn.training.resume`. Only one training process at a time may use ``run_dir``.
+    """
     run_dir = Path(run_dir)
+    check_trainer_config(cfg.trainer)
+    threads = torch.get_num_threads()
+    try:
+        with run_lock(run_dir):
+            return _train(cfg, run_dir)
+    finally:
+        torch.set_num_threads(threads)  # trainer.threads is this run's setting, not the caller's
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     tcfg = cfg.trainer
+    ckpt_dir = run_dir / "checkpoints"
+    stale = remove_stale_temporaries(ckpt_dir)
+    if stale:
+        log.info("removed %d unfinished checkpoint file(s) left by an interrupted save", len(stale))
+    resumed = resume_point(cfg, run_dir)
     set_seed(int(tcfg.seed))
     device = resolve_device(str(tcfg.device))
     if tcfg.get("threads"):
@@ -304,7 +458,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
 
     # ---- data -----------------------------------------------------------------------------------
-    corpus = load_corpus(cfg)
+    saved_tokenizer = None
+    if resumed is not None:
+        saved_tokenizer = Tokenizer(tensor_to_bytes(resumed["src_spm"]), tensor_to_bytes(resumed["tgt_spm"]))
+    corpus = load_corpus(cfg, saved_tokenizer)
+    if resumed is not None and resumed.get("data_dir") not in (None, corpus.data_dir.name):
+        log.warning("the prepared data changed since the checkpoint (%s, now %s): the resumed run will not "
+                    "repeat the original data order", resumed["data_dir"], corpus.data_dir.name)
     tokenizer, tgt_lang, max_src = corpus.tokenizer, corpus.tgt_lang, corpus.max_src_pieces
     (valid_src, valid_tgt), (test_src, test_tgt) = corpus.valid, corpus.test
     iterator = BatchIterator(
@@ -329,45 +489,67 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     lr_at = LRSchedule(float(tcfg.lr), str(tcfg.lr_schedule), int(tcfg.warmup_steps), max_steps, max_seconds,
                        float(tcfg.get("lr_final_fraction", 0.0)))
     run_step = StepRunner(model, optimizer, device, str(tcfg.precision), float(tcfg.label_smoothing),
-                          float(tcfg.clip_grad))
+                          float(tcfg.clip_grad), int(tcfg.get("max_bad_steps", 10) or 0))
+
+    state = TrainState()
+    if resumed is not None:
+        state = restore_training(resumed, model, optimizer, run_step, iterator)
+        set_aside_newer_checkpoints(ckpt_dir, state.step)
+        carry_best_checkpoint(resumed, ckpt_dir)
+        state.resumes.append({"step": state.step, "checkpoint": resumed["path"],
+                              "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     config_dict = OmegaConf.to_container(cfg, resolve=True)
     spm_tensors = {"src_spm": bytes_to_tensor(tokenizer.src_proto), "tgt_spm": bytes_to_tensor(tokenizer.tgt_proto)}
-    ckpt_dir = run_dir / "checkpoints"
+    save_every, keep_last = int(tcfg.get("save_every") or 0), int(tcfg.get("keep_last", 3))
 
-    def payload(step: int, best: float, with_optimizer: bool) -> dict[str, Any]:
+    def payload(training_state: bool) -> dict[str, Any]:
         item = {
             "model_config": model_config.to_dict(),
             "model": model.state_dict(),
             "config": config_dict,
-            "step": step,
-            "best_bleu": best,
+            "step": state.step,
+            "best_bleu": state.best_bleu,
+            "data_dir": corpus.data_dir.name,
             **spm_tensors,
         }
-        if with_optimizer:
-            item.update(
-                optimizer=optimizer.state_dict(),
-                iterator=iterator.state_dict(),
-                rng={"torch": torch.get_rng_state(), "numpy": str(np.random.get_state()[1].tolist()),
-                     "python": str(random.getstate())},
-            )
+        if training_state:
+            item.update(optimizer=optimizer.state_dict(), iterator=iterator.state_dict(), rng=rng_state(),
+                        state=state.to_dict())
+            if run_step.scaler is not None:
+                item["scaler"] = run_step.scaler.state_dict()
         return item
 
-    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-    writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```", 0)
+    # A resumed run drops the events that the killed process logged after its checkpoint (purge_step),
+    # so the TensorBoard curves continue without doubled steps.
+    tb_dir = run_dir / "tensorboard"
+    purge_step = state.step + 1 if resumed is not None else (0 if has_events(tb_dir) else None)
+    writer = SummaryWriter(log_dir=str(tb_dir), purge_step=purge_step)
+    if resumed is None:
+        writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```", 0)
 
     # ---- loop -------------------------------------------------------------------------------------
     eval_every, log_every = int(tcfg.eval_every), int(tcfg.log_every)
     patience = int(tcfg.get("patience") or 0)
-    best_bleu, bad_evals, history = -1.0, 0, []
-    step, start = 0, time.time()
-    total_tokens, train_seconds = 0, 0.0  # for the run's mean throughput (evaluations excluded)
-    window_tokens, window_start, window_loss, window_tok_loss = 0, time.time(), 0.0, 0
-    stop_reason = "max_steps"
-    progress = tqdm(total=max_steps, desc="train", unit="step", dynamic_ncols=True, mininterval=2.0)
+    start = time.time() - state.elapsed  # max_minutes counts the time spent before a resume
+    window_start = time.time()
+    last_saved = -1  # a resumed run rewrites its starting checkpoint at the end if it made no step (resumes)
+    progress = tqdm(total=max_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
+                    mininterval=2.0)
 
-    def evaluate(step: int) -> float:
-        nonlocal best_bleu, bad_evals
+    def save_training_state() -> None:
+        """``step_N.pt`` with everything needed to resume; then drop all but the newest ``keep_last``."""
+        nonlocal last_saved
+        if last_saved == state.step:
+            return
+        state.elapsed = time.time() - start
+        writer.flush()  # the events up to this step are on disk before a checkpoint that resumes after them
+        save_checkpoint(step_checkpoint_path(ckpt_dir, state.step), payload(training_state=True))
+        prune_step_checkpoints(ckpt_dir, keep_last)
+        last_saved = state.step
+
+    def evaluate() -> float:
+        step = state.step
         t0 = time.time()
         nll, ppl = valid_eval.loss(model, device)
         scores, hyps, attn_stats = valid_eval.scores(model, device)
@@ -388,20 +570,20 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         if alignment is not None:
             for key in ("aer", "precision", "recall", "diagonal_aer"):
                 writer.add_scalar(f"alignment/{key}", alignment[key], step)
-        improved = scores.bleu > best_bleu
+        improved = scores.bleu > state.best_bleu
         if improved:
-            best_bleu, bad_evals = scores.bleu, 0
-            save_checkpoint(ckpt_dir / "best.pt", payload(step, best_bleu, with_optimizer=False))
+            state.best_bleu, state.bad_evals = scores.bleu, 0
+            save_checkpoint(ckpt_dir / "best.pt", payload(training_state=False))
         else:
-            bad_evals += 1
-        save_checkpoint(ckpt_dir / "last.pt", payload(step, best_bleu, with_optimizer=True))
+            state.bad_evals += 1
         entry = {"step": step, "minutes": (time.time() - start) / 60, "valid_loss": nll, "valid_ppl": ppl,
                  "valid_bleu": scores.bleu, "valid_chrf": scores.chrf,
                  "attention_entropy": attn_stats["entropy"] if attn_stats["rows"] else None,
                  "attention_diagonal_share": attn_stats["diagonal_share"] if attn_stats["rows"] else None}
         if alignment is not None:
             entry.update(aer=alignment["aer"], diagonal_aer=alignment["diagonal_aer"])
-        history.append(entry)
+        state.history.append(entry)
+        save_training_state()
         log.info(
             f"step {step}: valid loss {nll:.3f} ppl {ppl:.2f} BLEU {scores.bleu:.2f} chrF {scores.chrf:.2f}"
             + (f" AER {alignment['aer']:.3f} (diagonal {alignment['diagonal_aer']:.3f})" if alignment else "")
@@ -409,59 +591,73 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         )
         return scores.bleu
 
+    def stop_reason() -> str | None:
+        if patience and state.bad_evals >= patience:
+            return f"early stopping (no BLEU gain in {patience} evaluations)"
+        if max_steps is not None and state.step >= max_steps:
+            return "max_steps"
+        if max_seconds is not None and time.time() - start >= max_seconds:
+            return f"max_minutes={tcfg.max_minutes}"
+        return None
+
+    if resumed is not None:
+        restore_rng(resumed["rng"])  # last: building the model above drew from the generators
     model.train()
     with logging_redirect_tqdm():  # log lines (evaluations) print above the progress bar
-        while True:
-            if max_steps is not None and step >= max_steps:
-                stop_reason = "max_steps"
-                break
-            if max_seconds is not None and time.time() - start >= max_seconds:
-                stop_reason = f"max_minutes={tcfg.max_minutes}"
-                break
+        while (reason := stop_reason()) is None:
             _, _, batch = next(iterator)
             batch = batch.to(device)
-            lr = lr_at(step, time.time() - start)
+            lr = lr_at(state.step, time.time() - start)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss_sum, n_tokens, grad_norm = run_step(batch)
-            step += 1
-            window_tokens += n_tokens
-            window_loss += loss_sum
-            window_tok_loss += n_tokens
+            state.step += 1
+            state.skipped_steps = run_step.skipped
+            state.window_tokens += n_tokens
+            if not run_step.last_skipped:
+                state.window_loss += loss_sum
+                state.window_loss_tokens += n_tokens
             progress.update(1)
-            if step % log_every == 0:
+            if state.step % log_every == 0:
                 elapsed = time.time() - window_start
-                total_tokens, train_seconds = total_tokens + window_tokens, train_seconds + elapsed
-                tok_s = window_tokens / max(elapsed, 1e-9)
-                mean_loss = window_loss / max(window_tok_loss, 1)
-                writer.add_scalar("train/loss", mean_loss, step)
-                writer.add_scalar("train/ppl", math.exp(min(mean_loss, 50.0)), step)
-                writer.add_scalar("train/lr", lr, step)
-                writer.add_scalar("train/tokens_per_s", tok_s, step)
-                writer.add_scalar("train/grad_norm", float(grad_norm), step)
-                progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tok_s:.0f}", lr=f"{lr:.2e}")
-                window_tokens, window_loss, window_tok_loss, window_start = 0, 0.0, 0, time.time()
-            if step % eval_every == 0:
-                t_eval = time.time()
-                evaluate(step)
-                window_start += time.time() - t_eval  # evaluation time is not training throughput
-                if patience and bad_evals >= patience:
-                    stop_reason = f"early stopping (no BLEU gain in {patience} evaluations)"
-                    break
+                state.total_tokens += state.window_tokens
+                state.train_seconds += elapsed
+                tok_s = state.window_tokens / max(elapsed, 1e-9)
+                writer.add_scalar("train/lr", lr, state.step)
+                writer.add_scalar("train/tokens_per_s", tok_s, state.step)
+                writer.add_scalar("train/grad_norm", float(grad_norm), state.step)
+                if state.window_loss_tokens:
+                    mean_loss = state.window_loss / state.window_loss_tokens
+                    state.train_curve.append([state.step, mean_loss])
+                    writer.add_scalar("train/loss", mean_loss, state.step)
+                    writer.add_scalar("train/ppl", math.exp(min(mean_loss, 50.0)), state.step)
+                    progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tok_s:.0f}", lr=f"{lr:.2e}")
+                state.window_tokens, state.window_loss, state.window_loss_tokens = 0, 0.0, 0
+                window_start = time.time()
+            t_pause = time.time()
+            if state.step % eval_every == 0:
+                evaluate()
+            if save_every and state.step % save_every == 0:
+                save_training_state()
+            window_start += time.time() - t_pause  # evaluations and saving are not training throughput
     progress.close()
     train_minutes = (time.time() - start) / 60
-    if not history or history[-1]["step"] != step:
-        evaluate(step)
-    log.info("training stopped after %d steps, %.1f minutes: %s", step, train_minutes, stop_reason)
+    if not state.history or state.history[-1]["step"] != state.step:
+        evaluate()
+    save_training_state()
+    log.info("training stopped after %d steps, %.1f minutes: %s", state.step, train_minutes, reason)
 
     # ---- final evaluation with the best checkpoint ---------------------------------------------------
+    if not (ckpt_dir / "best.pt").is_file():  # resumed into a new directory, no gain since
+        log.warning("no best.pt in %s: the final model is evaluated and saved as best.pt", ckpt_dir)
+        save_checkpoint(ckpt_dir / "best.pt", payload(training_state=False))
     best = load_checkpoint(ckpt_dir / "best.pt")
     model.load_state_dict(best["model"])
     test_eval = Evaluator(test_src, test_tgt, tokenizer, tgt_lang, eval_batch, max_src)
     test_scores, test_hyps, _ = test_eval.scores(model, device)
-    (run_dir / "test.hyp").write_text("".join(h + "\n" for h in test_hyps), encoding="utf-8")
-    writer.add_scalar("test/bleu", test_scores.bleu, step)
-    writer.add_scalar("test/chrf", test_scores.chrf, step)
+    write_atomic(run_dir / "test.hyp", "".join(h + "\n" for h in test_hyps).encode("utf-8"))
+    writer.add_scalar("test/bleu", test_scores.bleu, state.step)
+    writer.add_scalar("test/chrf", test_scores.chrf, state.step)
     writer.close()
     results = {
         "attention": model_config.attention,
@@ -471,22 +667,25 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "tgt_lang": tgt_lang,
         "test_references": str(corpus.data_dir / "test.tgt"),
         "test_hypotheses": str(run_dir / "test.hyp"),
-        "tokens_per_s": total_tokens / train_seconds if train_seconds else None,
+        "tokens_per_s": state.total_tokens / state.train_seconds if state.train_seconds else None,
         "wall_minutes": (time.time() - start) / 60,
-        "steps": step,
+        "steps": state.step,
         "train_minutes": train_minutes,
-        "stop_reason": stop_reason,
+        "stop_reason": reason,
+        "skipped_steps": state.skipped_steps,
+        "resumes": state.resumes,
         "best_step": int(best["step"]),
-        "best_valid_bleu": best_bleu,
+        "best_valid_bleu": state.best_bleu,
         "test_bleu": test_scores.bleu,
         "test_chrf": test_scores.chrf,
         "bleu_signature": test_scores.bleu_signature,
         "chrf_signature": test_scores.chrf_signature,
         "parameters": model.num_parameters(),
-        "history": history,
+        "history": state.history,
+        "train_loss": state.train_curve,
         "checkpoint": str(ckpt_dir / "best.pt"),
     }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
-    log.info("best valid BLEU %.2f (step %d); test BLEU %.2f chrF %.2f  [%s]", best_bleu, results["best_step"],
-             test_scores.bleu, test_scores.chrf, test_scores.bleu_signature)
+    write_atomic(run_dir / "results.json", json.dumps(results, indent=1).encode("utf-8"))
+    log.info("best valid BLEU %.2f (step %d); test BLEU %.2f chrF %.2f  [%s]", state.best_bleu,
+             results["best_step"], test_scores.bleu, test_scores.chrf, test_scores.bleu_signature)
     return results

@@ -82,7 +82,13 @@ def test_every_variant_learns_the_copy_task_within_a_minute(tmp_path, attention,
 
 
 def test_same_seed_gives_the_same_loss_curve(tmp_path):
-    short = ["trainer.max_steps=30", "trainer.eval_every=15", "trainer.log_every=5"]
+    short = ["trainer.max_steps=30", "trainer.eval_every=15", "trainer.log_every=5", "model.dropout=0.2",
+             "data.train_size=1500", "model.emb_size=16", "model.encoder_hidden=16", "model.decoder_hidden=32",
+             "model.output_size=16", "attention.size=16", "logger.attention_images=0", "trainer.threads=1"]
     first = train(toy_config(tmp_path, *short), tmp_path / "a")
     second = train(toy_config(tmp_path, *short), tmp_path / "b")
+    assert [step for step, _ in first["train_loss"]] == [5, 10, 15, 20, 25, 30]
+    assert first["train_loss"] == second["train_loss"]  # exactly: same seed, same config, CPU
     assert [h["valid_loss"] for h in first["history"]] == [h["valid_loss"] for h in second["history"]]
+    other_seed = train(toy_config(tmp_path, *short, "trainer.seed=2"), tmp_path / "c")
+    assert other_seed["train_loss"] != first["train_loss"]  # the seed is what fixes the curve

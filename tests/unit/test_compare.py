@@ -151,6 +151,18 @@ def test_per_run_paths_and_ignored_keys_do_not_split_a_variant(tmp_path):
     assert [len(v.runs) for v in group_runs(runs, ignore=["trainer.device"])[0]] == [2]
 
 
+def test_a_run_that_was_resumed_after_a_crash_stays_in_its_variant(tmp_path):
+    refs_path = tmp_path / "test.tgt"
+    refs_path.write_text("a b c .\n")
+    for seed in (1, 2):
+        run_dir = make_run(tmp_path / f"r{seed}", refs_path, ["a b c ."], seed=seed)
+        cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        cfg.trainer.resume = "auto" if seed == 2 else None
+        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    variants, _ = group_runs(collect_runs([tmp_path])[0])
+    assert [len(v.runs) for v in variants] == [2]
+
+
 def test_without_hydra_configs_runs_are_grouped_by_data_attention_decoder(tmp_path):
     refs_path = tmp_path / "test.tgt"
     refs_path.write_text("a b c .\n")

@@ -80,11 +80,12 @@ def test_auto_in_an_empty_run_directory_starts_a_new_run_but_a_missing_path_is_a
 
 
 def test_settings_that_change_shapes_or_data_block_a_resume_others_are_reported():
-    current = {**CONFIG, "data": {**CONFIG["data"], "root": "/moved"}, "model": {"emb_size": 32},
+    current = {**CONFIG, "data": {**CONFIG["data"], "root": "/moved"}, "model": {"emb_size": 32, "init": "xavier"},
                "trainer": {**CONFIG["trainer"], "max_steps": 200, "resume": "auto"}}
     fixed, allowed = config_changes(CONFIG, current)
     assert fixed == ["model.emb_size: 16 -> 32"]
-    assert allowed == ["data.root: /data -> /moved", "trainer.max_steps: 60 -> 200"]  # trainer.resume: the point
+    assert allowed == ["data.root: /data -> /moved", "model.init: (unset) -> xavier",  # a newer version's key
+                       "trainer.max_steps: 60 -> 200"]  # and trainer.resume is the point
 
 
 def test_a_weights_only_checkpoint_cannot_be_resumed_from(tmp_path, tiny_model):
