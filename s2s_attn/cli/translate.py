@@ -87,12 +87,16 @@ def interactive(translator, search) -> int:
 
 
 def read_lines(path: str) -> list[str]:
-    if path == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        with open(path, "rb") as f:
-            data = f.read()
-    return data.decode("utf-8", errors="replace").splitlines()
+    """The input's lines, split on newlines only: a vertical tab, form feed or U+2028 inside a line is a
+    control character to clean, not a line break that would shift every later output line."""
+    from ..data.corpus import read_text_lines
+
+    if path != "-":
+        return read_text_lines(path)
+    lines = sys.stdin.buffer.read().decode("utf-8", errors="replace").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
 
 
 def main(argv: list[str] | None = None) -> int:

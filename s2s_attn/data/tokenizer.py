@@ -20,9 +20,24 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
 def _train_model(lines: Iterable[str], vocab_size: int, model_type: str, coverage: float, seed: int) -> bytes:
-    """Train one SentencePiece model in memory and return its serialized proto."""
+    """Train one SentencePiece model in memory and return its serialized proto.
+
+    ``vocab_size`` is an upper limit: a corpus too small for it gives a smaller vocabulary (see
+    `Tokenizer.train_or_load`, which says so). SentencePiece's own errors (a vocabulary too small for the
+    corpus's characters) become a ValueError that names the setting.
+    """
     model = io.BytesIO()
     spm.set_random_generator_seed(seed)  # the input sampling/shuffling is then reproducible
+    try:
+        _run_trainer(model, lines, vocab_size, model_type, coverage)
+    except RuntimeError as error:
+        reason = str(error).split("]")[-1].strip() or str(error).strip()
+        raise ValueError(f"SentencePiece cannot build a vocabulary of {vocab_size} pieces (data.spm.vocab_size): "
+                         f"{reason}") from None
+    return model.getvalue()
+
+
+def _run_trainer(model: io.BytesIO, lines: Iterable[str], vocab_size: int, model_type: str, coverage: float) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(lines),
         model_writer=model,
@@ -40,7 +55,6 @@ def _train_model(lines: Iterable[str], vocab_size: int, model_type: str, coverag
         num_threads=os.cpu_count() or 1,
         minloglevel=2,
     )
-    return model.getvalue()
 
 
 class Tokenizer:
@@ -88,6 +102,9 @@ class Tokenizer:
         }
         if settings["model_type"] not in ("bpe", "unigram"):
             raise ValueError(f"unknown data.spm.model_type {settings['model_type']!r}; valid: bpe, unigram")
+        for key in ("vocab_size", "src_vocab_size", "tgt_vocab_size"):
+            if settings[key] is not None and int(settings[key]) <= 0:
+                raise ValueError(f"data.spm.{key} must be a positive number, got {settings[key]}")
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         cache = Path(data_dir) / f"spm-{key}"
         src_file, tgt_file = cache / "src.model", cache / "tgt.model"
@@ -114,4 +131,10 @@ class Tokenizer:
         (cache / "settings.json").write_text(json.dumps(settings, indent=1))
         tok = cls(src_proto, tgt_proto)
         log(f"SentencePiece vocabularies: source {tok.src_vocab_size}, target {tok.tgt_vocab_size} -> {cache}")
+        for side, size in (("src", tok.src_vocab_size), ("tgt", tok.tgt_vocab_size)):
+            asked = int(settings["vocab_size"] if settings["joint"] else settings[f"{side}_vocab_size"] or
+                        settings["vocab_size"])
+            if size < asked:
+                log(f"note: the {side} vocabulary has {size} pieces, fewer than the {asked} of data.spm: the "
+                    "training text does not support more")
         return tok
