@@ -155,6 +155,29 @@ def test_resuming_with_another_model_or_data_is_refused_before_anything_runs(fin
     assert not (tmp_path / "other" / "checkpoints").exists()
 
 
+def test_resuming_from_an_older_checkpoint_sets_the_later_ones_aside_and_repeats_the_same_steps(finished_run,
+                                                                                                 tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run / "run", run)
+    later = load_checkpoint(run / "checkpoints" / "step_00000020.pt")["model"]
+    out = train(toy_config(finished_run, "trainer.max_steps=20", "trainer.eval_every=10",
+                           f"trainer.resume={run / 'checkpoints' / 'step_00000010.pt'}"), run)
+    assert out["steps"] == 20 and [r["step"] for r in out["resumes"]] == [10]
+    assert (run / "checkpoints" / "abandoned-step_00000020.pt").is_file()  # kept, but never resumed from
+    again = load_checkpoint(run / "checkpoints" / "step_00000020.pt")["model"]
+    assert all(torch.equal(later[k], again[k]) for k in later)
+
+
+def test_resuming_into_a_new_directory_brings_the_best_checkpoint_along(finished_run, tmp_path):
+    out = train(toy_config(finished_run, "trainer.max_steps=30", "trainer.eval_every=10",
+                           f"trainer.resume={finished_run / 'run'}"), tmp_path / "continued")
+    assert [h["step"] for h in out["history"]] == [10, 20, 30]
+    assert (tmp_path / "continued" / "checkpoints" / "best.pt").is_file()
+    assert (finished_run / "run" / "checkpoints" / "step_00000020.pt").is_file()  # the source run is untouched
+
+
 class RunsCode:
     def __reduce__(self):
         return (os.system, ("touch /tmp/s2s_attn_resume_pwned",))

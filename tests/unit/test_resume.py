@@ -1,6 +1,7 @@
 """What resuming relies on: generator states survive a checkpoint, ``trainer.resume`` finds the right
 file, an unusable checkpoint is refused with its name, and one run owns its directory."""
 
+import os
 import random
 
 import numpy as np
@@ -12,6 +13,7 @@ from s2s_attn.training.resume import (
     TrainingError,
     TrainState,
     config_changes,
+    earlier_runs_hint,
     find_resume_checkpoint,
     load_resumable,
     restore_rng,
@@ -124,3 +126,17 @@ def test_a_second_training_process_cannot_take_a_run_directory_in_use(tmp_path):
                 pass
     with run_lock(tmp_path / "run"):  # released when the first one ends
         pass
+
+
+def test_auto_in_a_new_hydra_directory_points_to_the_newest_earlier_run_with_checkpoints(tmp_path, tiny_model):
+    outputs = tmp_path / "outputs" / "toy-bahdanau"
+    for name in ("2026-01-01_10-00-00", "2026-01-02_10-00-00"):
+        save_checkpoint(step_checkpoint_path(outputs / name / "checkpoints", 20), resumable_payload(tiny_model))
+        os.utime(outputs / name, (0, int(name[8:10]) * 1000))
+    (outputs / "2026-01-03_10-00-00").mkdir()  # an earlier run killed before its first checkpoint
+    new = outputs / "2026-01-04_10-00-00"
+    new.mkdir()
+    assert find_resume_checkpoint("auto", new) is None
+    hint = earlier_runs_hint(new)
+    assert f"hydra.run.dir={outputs / '2026-01-02_10-00-00'} trainer.resume=auto" in hint
+    assert earlier_runs_hint(tmp_path / "alone" / "run") == ""
