@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+from array import array
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,15 @@ class Tokenizer:
     @property
     def tgt_vocab_size(self) -> int:
         return self.tgt.get_piece_size()
+
+    def encode_compact(self, lines: list[str], side: str = "src", chunk: int = 8192) -> list[array]:
+        """Encode many lines (a training corpus) into int32 arrays, ``chunk`` lines at a time: 4 bytes
+        per id instead of a list slot and an int object (about 4x less memory for 160k pairs)."""
+        model = self.src if side == "src" else self.tgt
+        compact: list[array] = []
+        for start in range(0, len(lines), chunk):
+            compact.extend(array("i", ids) for ids in model.encode(lines[start : start + chunk]))
+        return compact
 
     def encode_src(self, lines: list[str]) -> list[list[int]]:
         return self.src.encode(lines)

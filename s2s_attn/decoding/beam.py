@@ -4,8 +4,9 @@ Every sentence keeps ``beam_size`` live hypotheses; the batch runs as ``batch * 
 ``model.decoder.step_logits`` (no Python loop over sentences in the computation; the first step runs
 one row per sentence, since all its beams start from BOS). At each step the best ``2 * beam_size``
 extensions of each sentence are taken from its ``beam_size * vocab`` candidates (as fairseq does;
-only each row's best ``2 * beam_size`` tokens can be among them, so only those are ranked): an extension that ends in EOS and ranks among the first ``beam_size`` becomes a
-finished hypothesis; the best ``beam_size`` others stay live. A sentence is done when it has
+only each row's best ``2 * beam_size`` tokens can be among them, so only those are ranked): an
+extension that ends in EOS and ranks among the first ``beam_size`` becomes a finished hypothesis;
+the best ``beam_size`` others stay live. A sentence is done when it has
 ``beam_size`` finished hypotheses; or ``nbest`` of them and the best live hypothesis, normalised at
 its current length, ranks below the best finished one; or when its live hypotheses reach its length
 limit (`output_limits`, the same as greedy decoding's: they then count as finished, without EOS).

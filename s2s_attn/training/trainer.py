@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,8 +216,8 @@ class Corpus:
 
     data_dir: Path
     tokenizer: Tokenizer
-    train_src: list[list[int]]
-    train_tgt: list[list[int]]
+    train_src: list[Sequence[int]]  # int32 arrays (Tokenizer.encode_compact)
+    train_tgt: list[Sequence[int]]
     valid: tuple[list[str], list[str]]
     test: tuple[list[str], list[str]]
     tgt_lang: str
@@ -232,7 +233,8 @@ def load_corpus(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> Corpus:
         tokenizer = Tokenizer.train_or_load(data_dir, data_cfg.get("spm", {}), log=log.info)
     train_src, train_tgt = read_split(data_dir, "train")
     max_src, max_tgt = int(data_cfg.get("max_src_pieces", 200)), int(data_cfg.get("max_tgt_pieces", 200))
-    src_ids, tgt_ids = tokenizer.encode_src(train_src), tokenizer.encode_tgt(train_tgt)
+    src_ids, tgt_ids = tokenizer.encode_compact(train_src, "src"), tokenizer.encode_compact(train_tgt, "tgt")
+    del train_src, train_tgt
     keep = [i for i in range(len(src_ids)) if len(src_ids[i]) <= max_src and len(tgt_ids[i]) <= max_tgt]
     if len(keep) < len(src_ids):
         log.info("skipped %d training pairs longer than %d/%d pieces", len(src_ids) - len(keep), max_src, max_tgt)
