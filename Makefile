@@ -1,6 +1,7 @@
 # s2s-attn: two commands on a fresh machine.
 #   make train   create .venv, install, prepare the data, train the default config (eng->fra, 20 min)
 #   make test    same install, lint with ruff, run the test suite
+#   make bench   training and decoding speed (scripts/benchmark.py, under 10 minutes)
 # Hydra overrides go on the command line or in ARGS:
 #   make train data=cmn_eng trainer.max_minutes=5        make train ARGS="-m attention=bahdanau,luong_general"
 
@@ -10,9 +11,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 # command-line assignments other than make's own (PYTHON, VENV, ARGS) are Hydra overrides
-OVERRIDES := $(filter-out PYTHON=% VENV=% ARGS=%,$(MAKEOVERRIDES))
+OVERRIDES := $(filter-out PYTHON=% VENV=% ARGS=% BENCH_ARGS=%,$(MAKEOVERRIDES))
 
-.PHONY: install train test lint clean
+.PHONY: install train test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,11 @@ lint: install
 
 test: install lint
 	$(BIN)/pytest -q tests
+
+# speed on this machine: one JSON line per configuration (training tok/s, GFLOP/s, decoding sent/s, RSS);
+# BENCH_ARGS adds options, e.g. BENCH_ARGS="--peer onmt_mlp" to measure OpenNMT-py beside us in the same run
+bench: install
+	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun data/cache .pytest_cache

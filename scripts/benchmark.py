@@ -6,12 +6,22 @@
         "luong_parallel=experiment=benchmark model.decoder=luong attention=luong_general model.input_feeding=false"
 
     python scripts/benchmark.py --checkpoint outputs/eng_fra-bahdanau/<date_time>   # decoding of a trained model
+    python scripts/benchmark.py --peer onmt_mlp --peer-seconds 600   # OpenNMT-py beside us, on its split
 
 Each configuration runs in its own process (so peak RSS is its own), on the same prepared data:
 ``--warmup`` training steps, then ``--steps`` timed steps (target tokens/s and sentences/s in steady
 state), then greedy and beam-5 decoding of ``--decode`` test sentences in batches of 64 (sentences/s).
 Keys: config, overrides, train_tok_s, train_sent_s, steps, peak_rss_mib, greedy_sent_s, beam5_sent_s,
-threads, params.
+threads, params, and the arithmetic: mflop_per_tok (FLOPs of a training step per target token, counted
+by ``torch.utils.flop_counter`` on real batches), gflops (achieved: that x train_tok_s), gemm_gflops
+(an fp32 matmul of the whole-batch output-layer shape, 704 x 512 x 8000, measured in the same process on
+the same threads), gemm_gflops_step (the per-step GRU shape, 64 x 512 x 1536) and gemm_share
+(gflops / gemm_gflops: the share of the machine's matrix-multiply ceiling the training step reaches).
+
+``--peer RUN`` (onmt_mlp, onmt_general, joey_bahdanau, joey_luong) first installs and trains that peer
+with the scripts of ``../shared/bench/peers`` (setup.sh, run_all.sh; package registries only) for
+``--peer-seconds``, prints its figures (config "peer:RUN"), then measures our configurations on the
+peers' own split, and prints the ratios ours / peer (config "ratio:..."), all from this one run.
 
 ``--checkpoint RUN_DIR`` measures decoding of a trained model instead, on its run's test split: greedy
 and beam 5 in batches of 64 (sentences/s and test BLEU for both), and beam 5 one sentence at a time
@@ -34,10 +44,59 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 
 DEFAULT_CONFIGS = [
     "bahdanau=experiment=benchmark",
+    "bahdanau_bf16=experiment=benchmark trainer.precision=bf16",
+    "bahdanau_tokens=experiment=benchmark trainer.batch_size=null trainer.batch_tokens=800",
     "luong_general_feed=experiment=benchmark model.decoder=luong attention=luong_general",
     "luong_general_parallel=experiment=benchmark model.decoder=luong attention=luong_general "
     "model.input_feeding=false",
 ]
+
+
+# fp32 matrix products at the shapes that dominate this model (as ../shared/bench/peers/matmul_bench.py):
+# (M, K, N) for one decoder step of a batch of 64, and for the output layer over a whole batch at once
+GEMM_SHAPES = {"step": (64, 512, 1536), "batch": (704, 512, 8000)}
+
+
+def gemm_gflops(shape: tuple[int, int, int], seconds: float = 1.0) -> float:
+    """Median GFLOP/s of an fp32 ``torch.matmul`` (M, K) x (K, N) over ``seconds`` of repeats, on the
+    threads this process uses: the ceiling the model's own GFLOP/s is compared with."""
+    import torch
+
+    m, k, n = shape
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(5):
+        torch.matmul(a, b)
+    reps = 1
+    while True:  # calibrate: one timing sample lasts >= 0.05 s
+        start = time.perf_counter()
+        for _ in range(reps):
+            torch.matmul(a, b)
+        if time.perf_counter() - start > 0.05:
+            break
+        reps *= 2
+    samples, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end or len(samples) < 5:
+        start = time.perf_counter()
+        for _ in range(reps):
+            torch.matmul(a, b)
+        samples.append((time.perf_counter() - start) / reps)
+    samples.sort()
+    return 2.0 * m * k * n / samples[len(samples) // 2] / 1e9
+
+
+def count_flops_per_token(run_step, batches, device, count: int = 5) -> float:
+    """FLOPs of a training step (forward and backward) per target token, counted by PyTorch's
+    ``FlopCounterMode`` (matrix products, GRU gates included) over ``count`` real batches."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = tokens = 0
+    for _ in range(count):
+        batch = next(batches)[2].to(device)
+        with FlopCounterMode(display=False) as counter:
+            _, n_tokens, _ = run_step(batch)
+        flops += counter.get_total_flops()
+        tokens += n_tokens
+    return flops / max(tokens, 1)
 
 
 def timed(function, *args, **kwargs):
@@ -112,6 +171,7 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
                             cfg.trainer.get("batch_size"), seed=int(cfg.trainer.seed))
     for _ in range(warmup):
         run_step(next(batches)[2].to(device))
+    flops_per_token = count_flops_per_token(run_step, batches, device)
     tokens = sentences = 0
     start = time.perf_counter()
     for _ in range(steps):
@@ -128,10 +188,18 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
     src_ids = corpus.tokenizer.encode_src(corpus.test[0][:decode])
     decode_seconds, _ = timed(translator.translate_ids, src_ids, batch_size=64)
     beam_seconds, _ = timed(translator.translate_ids, src_ids, batch_size=64, search=SearchSettings(beam_size=5))
+    train_tok_s = tokens / train_seconds
+    gemm = {key: gemm_gflops(shape) for key, shape in GEMM_SHAPES.items()} if device.type == "cpu" else {}
+    achieved = flops_per_token * train_tok_s / 1e9
     return {
         "config": name,
         "overrides": " ".join(overrides),
-        "train_tok_s": round(tokens / train_seconds, 1),
+        "train_tok_s": round(train_tok_s, 1),
+        "mflop_per_tok": round(flops_per_token / 1e6, 2),
+        "gflops": round(achieved, 1),
+        "gemm_gflops": round(gemm["batch"], 1) if gemm else None,
+        "gemm_gflops_step": round(gemm["step"], 1) if gemm else None,
+        "gemm_share": round(achieved / gemm["batch"], 3) if gemm else None,
         "train_sent_s": round(sentences / train_seconds, 1),
         "steps": steps,
         "greedy_sent_s": round(len(src_ids) / decode_seconds, 1),
@@ -142,6 +210,59 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
         "device": str(device),
         "params": model.num_parameters(),
     }
+
+
+PEER_RUNS = ("onmt_mlp", "onmt_general", "joey_bahdanau", "joey_luong")
+OUR_CONFIG_FOR_PEER = {"onmt_mlp": "bahdanau", "joey_bahdanau": "bahdanau",
+                       "onmt_general": "luong_general_parallel", "joey_luong": "luong_general_parallel"}
+PEER_TOK_PER_STEP = 695.4  # target tokens per batch of 64 on the peers' split (their collect.py)
+
+
+def default_peers_bench() -> Path:
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "peers"
+
+
+def peer_split_overrides(peers_dir: Path) -> list[str]:
+    """Hydra overrides that train and test our model on the peers' fixed split (their make_split.py)."""
+    raw = peers_dir / "data" / "cur" / "raw"
+    return ["data=parallel", f"data.train={raw}/train", f"data.valid={raw}/dev", f"data.test={raw}/test",
+            "data.src_lang=en", "data.tgt_lang=fr", "data.max_words=20", "data.max_ratio=100", "data.dedup=false"]
+
+
+def run_peer(run: str, bench: Path, peers_dir: Path, seconds: int) -> dict:
+    """Train peer ``run`` for ``seconds`` with its own scripts (setup.sh, run_all.sh), then read its
+    steady-state target tokens/s (parse_throughput.py), peak RSS and greedy / beam-5 decoding figures."""
+    env = {**__import__("os").environ, "PEERS_DIR": str(peers_dir)}
+    subprocess.run(["bash", str(bench / "setup.sh")], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["bash", str(bench / "run_all.sh"), str(seconds), run], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    out = peers_dir / "out"
+    peer = run.split("_")[0]
+    warmup = min(250, max(50, int(seconds) // 8))  # steady state: skip the first steps, as RESULTS.md does
+    throughput = json.loads(subprocess.run(
+        [sys.executable, str(bench / "parse_throughput.py"), peer, str(out / f"{run}.train.log"),
+         str(PEER_TOK_PER_STEP), str(warmup)], check=True, capture_output=True, text=True).stdout)
+    train = json.loads((out / f"{run}.train.json").read_text())
+    greedy = json.loads((out / f"{run}.beam1.json").read_text())
+    beam = json.loads((out / f"{run}.beam5.json").read_text())
+    return {
+        "config": f"peer:{run}",
+        "train_tok_s": throughput.get("peer_tok_s_median"),
+        "peak_rss_mib": round(float(train["ru_maxrss_MiB"]), 1),
+        "greedy_sent_s": greedy.get("sent_per_s_gen"),
+        "beam5_sent_s": beam.get("sent_per_s_gen"),
+        "greedy_bleu": greedy.get("bleu"),
+        "train_seconds": seconds,
+    }
+
+
+def ratios(ours: dict, peer: dict) -> dict:
+    """ours / peer for the speed figures (higher is better) and peak RSS (lower is better)."""
+    result = {"config": f"ratio:{ours['config']}/{peer['config']}"}
+    for key in ("train_tok_s", "greedy_sent_s", "beam5_sent_s", "peak_rss_mib"):
+        if ours.get(key) and peer.get(key):
+            result[key] = round(float(ours[key]) / float(peer[key]), 2)
+    return result
 
 
 def main() -> int:
@@ -155,6 +276,16 @@ def main() -> int:
     parser.add_argument("--checkpoint", help="measure decoding of this trained run (greedy, beam 5, unbatched beam 5)")
     parser.add_argument("--unbatched", type=int, default=None,
                         help="with --checkpoint: sentences for the one-at-a-time beam (default: all)")
+    parser.add_argument("--peer", action="append", choices=PEER_RUNS, default=[],
+                        help="also train and decode this peer (OpenNMT-py / Joey NMT, from the shared bench "
+                             "scripts) in this run, on its fixed split, which our configurations then use too; "
+                             "prints its figures and our ratio to it (repeatable)")
+    parser.add_argument("--peer-seconds", type=int, default=600,
+                        help="with --peer: the peer's training budget in seconds (default 600)")
+    parser.add_argument("--peers-bench", type=Path, default=default_peers_bench(),
+                        help="the peers' bench scripts (default: ../shared/bench/peers beside the checkout)")
+    parser.add_argument("--peers-dir", type=Path, default=Path(".peers").resolve(),
+                        help="where the peers' virtual environments, split and runs go (default .peers)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -168,12 +299,26 @@ def main() -> int:
         print(json.dumps(result), flush=True)
         return 0
 
-    failed = 0
     for spec in args.configs:
         if "=" not in spec:
             parser.error(f"--configs entries are NAME=OVERRIDES, got {spec!r}")
-        cmd = [sys.executable, __file__, "--one", spec, "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--decode", str(args.decode), "--threads", str(args.threads)]
+    if args.peer and not (args.peers_bench / "run_all.sh").is_file():
+        parser.error(f"--peer needs the peers' bench scripts; none in {args.peers_bench} (see --peers-bench)")
+
+    failed = 0
+    peers = {}
+    for run in args.peer:  # peers first: they build the shared split our configurations then train on
+        try:
+            peers[run] = run_peer(run, args.peers_bench, args.peers_dir, args.peer_seconds)
+            print(json.dumps(peers[run]), flush=True)
+        except (subprocess.CalledProcessError, OSError, ValueError, KeyError) as error:
+            failed += 1
+            print(json.dumps({"config": f"peer:{run}", "error": str(error)[-500:]}), flush=True)
+    extra = " " + " ".join(peer_split_overrides(args.peers_dir)) if args.peer else ""
+    ours = {}
+    for spec in args.configs:
+        cmd = [sys.executable, __file__, "--one", spec + extra, "--steps", str(args.steps),
+               "--warmup", str(args.warmup), "--decode", str(args.decode), "--threads", str(args.threads)]
         child = subprocess.run(cmd, capture_output=True, text=True)
         lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
         if child.returncode != 0 or not lines:
@@ -181,6 +326,12 @@ def main() -> int:
             print(json.dumps({"config": spec.partition("=")[0], "error": child.stderr.strip()[-500:]}), flush=True)
         else:
             print(lines[-1], flush=True)
+            result = json.loads(lines[-1])
+            ours[result["config"]] = result
+    for run, peer in peers.items():
+        mine = ours.get(OUR_CONFIG_FOR_PEER[run])
+        if mine is not None:
+            print(json.dumps(ratios(mine, peer)), flush=True)
     return 1 if failed else 0
 
 
