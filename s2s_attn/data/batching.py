@@ -25,11 +25,17 @@ class Batch:
     tgt_in: Tensor  # (batch, tgt_len) BOS + target
     tgt_out: Tensor  # (batch, tgt_len) target + EOS
     indices: list[int]  # positions of these examples in the dataset
+    total_tgt_tokens: int | None = None  # target tokens of the global batch this is one rank's share of
 
     @property
     def num_tgt_tokens(self) -> int:
         """Real target tokens (pieces + EOS), the unit of tokens/s."""
         return int((self.tgt_out != PAD_ID).sum())
+
+    @property
+    def loss_tokens(self) -> int:
+        """The tokens the summed loss is divided by: those of the whole global batch (all ranks)."""
+        return self.total_tgt_tokens if self.total_tgt_tokens is not None else self.num_tgt_tokens
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -38,6 +44,7 @@ class Batch:
             self.tgt_in.to(device, non_blocking=True),
             self.tgt_out.to(device, non_blocking=True),
             self.indices,
+            self.total_tgt_tokens,
         )
 
 
@@ -103,8 +110,23 @@ def bucket_batches(
     return batches
 
 
+def shard(indices: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """This rank's share of a batch of example indices: every ``world_size``-th one from ``rank`` on.
+
+    The shares of all ranks are disjoint and together are the whole batch; as a bucketed batch is sorted
+    by length, every share gets sentences of about the same lengths (the ranks wait little for each other).
+    """
+    return indices[rank::world_size]
+
+
 class BatchIterator:
-    """Endless, resumable iterator over training batches: yields (epoch, index_in_epoch, Batch)."""
+    """Endless, resumable iterator over training batches: yields (epoch, index_in_epoch, Batch).
+
+    With ``world_size`` > 1 (data-parallel training) every rank builds the same global batches and
+    yields its share of each (`shard`: disjoint, together the whole
+    batch), with the global batch's target token count in ``Batch.total_tgt_tokens``. A global batch
+    of fewer sentences than ranks is passed over by every rank (counted in ``skipped_small``).
+    """
 
     def __init__(
         self,
@@ -113,8 +135,13 @@ class BatchIterator:
         batch_tokens: int | None,
         batch_size: int | None,
         seed: int,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of {world_size}")
         self.src, self.tgt = src, tgt
+        self.rank, self.world_size, self.skipped_small = rank, world_size, 0
         self.src_lens = np.array([len(s) for s in src])
         self.tgt_lens = np.array([len(t) for t in tgt])
         self.batch_tokens, self.batch_size, self.seed = batch_tokens, batch_size, seed
@@ -144,9 +171,18 @@ class BatchIterator:
             self.epoch += 1
             self.position = 0
             self._batches = self._epoch_batches(self.epoch)
-        indices = self._batches[self.position].tolist()
+        global_indices = self._batches[self.position]
         self.position += 1
+        if self.world_size == 1:
+            indices = global_indices.tolist()
+            return self.epoch, self.position, make_batch([self.src[i] for i in indices],
+                                                         [self.tgt[i] for i in indices], indices)
+        if len(global_indices) < self.world_size:  # a rank would get no sentence
+            self.skipped_small += 1
+            return next(self)
+        indices = shard(global_indices, self.rank, self.world_size).tolist()
         batch = make_batch([self.src[i] for i in indices], [self.tgt[i] for i in indices], indices)
+        batch.total_tgt_tokens = int((self.tgt_lens[global_indices] + 1).sum())  # + EOS
         return self.epoch, self.position, batch
 
 
