@@ -4,6 +4,7 @@
     s2s-train data=toy trainer.max_steps=2000
     s2s-train -m attention=bahdanau,luong_general  # a sweep, one run directory each
     s2s-train data=toy hydra.run.dir=runs/toy trainer.resume=auto   # continue a killed run
+    torchrun --nproc_per_node=2 -m s2s_attn.cli.train trainer=ddp data=toy   # data-parallel, 2 processes
 
 Exit status: 0 when training finished, 2 for a problem with the data, config or a checkpoint, 1 when
 training could not go on (diverged, or another s2s-train owns the run directory); the message says which.
@@ -12,6 +13,7 @@ training could not go on (diverged, or another s2s-train owns the run directory)
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
@@ -24,8 +26,25 @@ from . import config_dir
 log = logging.getLogger("s2s_attn")
 
 
+#: Overrides for the processes of a torchrun job other than rank 0: Hydra gives them no run directory,
+#: config copy or log file of their own (their ``${now:...}`` may name another second); they log
+#: warnings to the console, and train in rank 0's run directory (which only rank 0 writes).
+OTHER_RANK_OVERRIDES = ["hydra.run.dir=.", "hydra.output_subdir=null", "hydra/job_logging=stdout"]
+
+
+def other_rank() -> bool:
+    """True in a process that torchrun started with a RANK other than 0."""
+    return "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0") != "0"
+
+
+def main() -> None:
+    if other_rank():
+        sys.argv.extend(OTHER_RANK_OVERRIDES)
+    hydra_main()
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float | None:
     from ..data.corpus import DataError
     from ..training.checkpoint import CheckpointError
     from ..training.resume import TrainingError
@@ -33,7 +52,11 @@ def main(cfg: DictConfig) -> float:
 
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
-    log.info("run directory: %s", run_dir)
+    main_rank = not other_rank()
+    if main_rank:
+        log.info("run directory: %s", run_dir)
+    else:
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         results = train(cfg, run_dir)
     except (DataError, CheckpointError, ValueError, FileNotFoundError, TrainingError) as error:
@@ -41,6 +64,8 @@ def main(cfg: DictConfig) -> float:
         if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad variant must not end the whole sweep
             return float("nan")
         sys.exit(1 if isinstance(error, TrainingError) else 2)
+    if not main_rank:
+        return None
     print(
         f"\nvalid BLEU {results['best_valid_bleu']:.2f} (best, step {results['best_step']}) | "
         f"test BLEU {results['test_bleu']:.2f} chrF {results['test_chrf']:.2f} | "

@@ -34,6 +34,7 @@ from ..evaluation.alignment import AlignmentMonitor
 from ..evaluation.metrics import Scores, score
 from ..model.seq2seq import ModelConfig, Seq2Seq
 from ..viz.stats import attention_statistics
+from . import distributed
 from .checkpoint import (
     CheckpointError,
     bytes_to_tensor,
@@ -45,6 +46,7 @@ from .checkpoint import (
     step_checkpoints,
     tensor_to_bytes,
 )
+from .distributed import Distributed, NullWriter
 from .resume import (
     TrainingError,
     TrainState,
@@ -289,8 +291,10 @@ class StepRunner:
     """
 
     def __init__(self, model: Seq2Seq, optimizer: torch.optim.Optimizer, device: torch.device, precision: str,
-                 label_smoothing: float, clip_grad: float, max_bad_steps: int = 10) -> None:
-        self.model, self.optimizer, self.clip_grad = model, optimizer, clip_grad
+                 label_smoothing: float, clip_grad: float, max_bad_steps: int = 10,
+                 dist: Distributed | None = None) -> None:
+        self.model, self.optimizer, self.clip_grad = model, optimizer, clip_grad  # model: maybe DDP-wrapped
+        self.dist = dist or Distributed()
         self.autocast, self.scaler = autocast_context(device, precision)
         self.criterion = torch.nn.CrossEntropyLoss(ignore_index=PAD_ID, label_smoothing=label_smoothing,
                                                    reduction="sum")
@@ -298,12 +302,18 @@ class StepRunner:
         self.skipped, self.bad_in_a_row, self.last_skipped = 0, 0, False
 
     def __call__(self, batch: Batch) -> tuple[float, int, float]:
-        """-> (summed loss, target tokens, gradient norm before clipping)."""
+        """-> (summed loss, target tokens, gradient norm before clipping).
+
+        With DDP the batch is this rank's share of a global batch; the loss and tokens returned are the
+        global batch's (the same on every rank), and so is the update: each rank's summed loss is divided
+        by the global batch's target tokens and multiplied by the number of ranks, as DDP averages the
+        ranks' gradients, which makes the update that of the global batch's mean loss.
+        """
         with self.autocast:
             logits, _ = self.model(batch.src, batch.src_len, batch.tgt_in)  # (batch, tgt_len, vocab)
-        n_tokens = batch.num_tgt_tokens
+        n_tokens = batch.loss_tokens
         loss_sum = self.criterion(logits.float().reshape(-1, logits.size(-1)), batch.tgt_out.reshape(-1))
-        loss = loss_sum / n_tokens
+        loss = loss_sum / n_tokens * self.dist.world_size
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -311,6 +321,9 @@ class StepRunner:
         else:
             loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+        if self.dist.enabled:  # every rank skips a step or none does: a non-finite loss anywhere counts
+            loss_sum = self.dist.all_reduce_sum(loss_sum.detach().clone())
+            loss = loss_sum / n_tokens
         finite = bool(torch.isfinite(loss)) and (self.scaler is not None or bool(torch.isfinite(grad_norm)))
         self.last_skipped = not finite
         if not finite:
@@ -426,6 +439,36 @@ def carry_best_checkpoint(payload: dict[str, Any], ckpt_dir: Path) -> None:
     os.replace(tmp, target)
 
 
+def wrap_for_training(model: Seq2Seq, ctx: Distributed, device: torch.device, compile_model: bool) -> torch.nn.Module:
+    """The module the training steps run: the model itself, in DistributedDataParallel with several ranks
+    (it broadcasts rank 0's weights now and averages the gradients in every backward pass), compiled
+    with ``torch.compile`` when ``trainer.compile`` asks. Evaluation and checkpoints use ``model``."""
+    train_model: torch.nn.Module = model
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile_model:
+        train_model = torch.compile(train_model)
+    return train_model
+
+
+def rank_rng_state(payload: dict[str, Any], ctx: Distributed, seed: int) -> dict[str, Any]:
+    """The generator states this rank resumes with: its own when the checkpoint was written by as many
+    ranks (``rng_ranks``); else rank 0's, and other ranks reseed (an exact resume needs the same number
+    of processes; the weights, optimizer and data position are restored in any case)."""
+    saved = payload.get("rng_ranks")
+    if saved is not None and len(saved) == ctx.world_size:
+        return saved[ctx.rank]
+    if ctx.enabled or saved is not None:
+        log.warning("the checkpoint was written by %s process(es), this run has %d: random streams (dropout) "
+                    "do not continue exactly", len(saved) if saved else 1, ctx.world_size)
+    if ctx.rank > 0:
+        set_seed(seed + 1000 * ctx.rank + int(payload["state"]["step"]))
+        return rng_state()
+    return payload["rng"]
+
+
 def has_events(directory: Path) -> bool:
     return directory.is_dir() and any(directory.glob("events.out.tfevents.*"))
 
@@ -435,26 +478,32 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     With ``trainer.resume`` (``auto`` or a path) it continues a run from its last checkpoint instead;
     see `s2s_attn.training.resume`. Only one training process at a time may use ``run_dir``.
+    With ``trainer.ddp`` under torchrun, every process calls this; rank 0's ``run_dir`` is the run's,
+    and only rank 0 writes into it (see `s2s_attn.training.distributed`); the others return
+    ``{"rank": r, "steps": n}``.
     """
-    run_dir = Path(run_dir)
     check_trainer_config(cfg.trainer)
     threads = torch.get_num_threads()
+    ctx, device = distributed.setup(bool(cfg.trainer.get("ddp", False)), resolve_device(str(cfg.trainer.device)))
     try:
-        with run_lock(run_dir):
-            return _train(cfg, run_dir)
+        run_dir = Path(ctx.broadcast(str(run_dir)))
+        with contextlib.ExitStack() as stack:
+            ctx.on_main(lambda: stack.enter_context(run_lock(run_dir)))
+            return _train(cfg, run_dir, ctx, device)
     finally:
         torch.set_num_threads(threads)  # trainer.threads is this run's setting, not the caller's
+        if ctx.enabled:
+            distributed.cleanup()
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.device) -> dict[str, Any]:
     tcfg = cfg.trainer
     ckpt_dir = run_dir / "checkpoints"
-    stale = remove_stale_temporaries(ckpt_dir)
+    stale = remove_stale_temporaries(ckpt_dir) if ctx.is_main else []
     if stale:
         log.info("removed %d unfinished checkpoint file(s) left by an interrupted save", len(stale))
-    resumed = resume_point(cfg, run_dir)
+    resumed = ctx.on_main(lambda: resume_point(cfg, run_dir))  # every rank resumes from rank 0's checkpoint
     set_seed(int(tcfg.seed))
-    device = resolve_device(str(tcfg.device))
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg.threads))
     log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
@@ -463,14 +512,15 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     saved_tokenizer = None
     if resumed is not None:
         saved_tokenizer = Tokenizer(tensor_to_bytes(resumed["src_spm"]), tensor_to_bytes(resumed["tgt_spm"]))
-    corpus = load_corpus(cfg, saved_tokenizer)
+    corpus = ctx.first_on_main(lambda: load_corpus(cfg, saved_tokenizer))  # rank 0 fills the data cache
     if resumed is not None and resumed.get("data_dir") not in (None, corpus.data_dir.name):
         log.warning("the prepared data changed since the checkpoint (%s, now %s): the resumed run will not "
                     "repeat the original data order", resumed["data_dir"], corpus.data_dir.name)
     tokenizer, tgt_lang, max_src = corpus.tokenizer, corpus.tgt_lang, corpus.max_src_pieces
     (valid_src, valid_tgt), (test_src, test_tgt) = corpus.valid, corpus.test
     iterator = BatchIterator(
-        corpus.train_src, corpus.train_tgt, tcfg.get("batch_tokens"), tcfg.get("batch_size"), seed=int(tcfg.seed)
+        corpus.train_src, corpus.train_tgt, tcfg.get("batch_tokens"), tcfg.get("batch_size"), seed=int(tcfg.seed),
+        rank=ctx.rank, world_size=ctx.world_size,
     )
     eval_batch = int(tcfg.get("eval_batch_size", 128))
     valid_eval = Evaluator(valid_src, valid_tgt, tokenizer, tgt_lang, eval_batch, max_src)
@@ -490,14 +540,18 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     max_seconds = float(tcfg.max_minutes) * 60 if tcfg.get("max_minutes") else None
     lr_at = LRSchedule(float(tcfg.lr), str(tcfg.lr_schedule), int(tcfg.warmup_steps), max_steps, max_seconds,
                        float(tcfg.get("lr_final_fraction", 0.0)))
-    run_step = StepRunner(model, optimizer, device, str(tcfg.precision), float(tcfg.label_smoothing),
-                          float(tcfg.clip_grad), int(tcfg.get("max_bad_steps", 10) or 0))
+    train_model = wrap_for_training(model, ctx, device, bool(tcfg.get("compile", False)))
+    run_step = StepRunner(train_model, optimizer, device, str(tcfg.precision), float(tcfg.label_smoothing),
+                          float(tcfg.clip_grad), int(tcfg.get("max_bad_steps", 10) or 0), dist=ctx)
+    if ctx.enabled:  # the same weights everywhere, but each rank its own dropout masks
+        set_seed(int(tcfg.seed) + 1000 * ctx.rank)
 
     state = TrainState()
     if resumed is not None:
         state = restore_training(resumed, model, optimizer, run_step, iterator)
-        set_aside_newer_checkpoints(ckpt_dir, state.step)
-        carry_best_checkpoint(resumed, ckpt_dir)
+        if ctx.is_main:
+            set_aside_newer_checkpoints(ckpt_dir, state.step)
+            carry_best_checkpoint(resumed, ckpt_dir)
         state.resumes.append({"step": state.step, "checkpoint": resumed["path"],
                               "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
@@ -526,7 +580,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # so the TensorBoard curves continue without doubled steps.
     tb_dir = run_dir / "tensorboard"
     purge_step = state.step + 1 if resumed is not None else (0 if has_events(tb_dir) else None)
-    writer = SummaryWriter(log_dir=str(tb_dir), purge_step=purge_step)
+    writer = SummaryWriter(log_dir=str(tb_dir), purge_step=purge_step) if ctx.is_main else NullWriter()
     if resumed is None:
         writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```", 0)
 
@@ -537,21 +591,29 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     window_start = time.time()
     last_saved = -1  # a resumed run rewrites its starting checkpoint at the end if it made no step (resumes)
     progress = tqdm(total=max_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
-                    mininterval=2.0)
+                    mininterval=2.0, disable=not ctx.is_main)
 
     def save_training_state() -> None:
         """``step_N.pt`` with everything needed to resume; then drop all but the newest ``keep_last``."""
         nonlocal last_saved
         if last_saved == state.step:
             return
+        rngs = ctx.all_gather(rng_state())  # with DDP: every rank's generators (all ranks call this)
+        last_saved = state.step
+        if not ctx.is_main:
+            return
         state.elapsed = time.time() - start
         writer.flush()  # the events up to this step are on disk before a checkpoint that resumes after them
-        save_checkpoint(step_checkpoint_path(ckpt_dir, state.step), payload(training_state=True))
+        item = payload(training_state=True)
+        if ctx.enabled:
+            item["rng_ranks"] = rngs
+        save_checkpoint(step_checkpoint_path(ckpt_dir, state.step), item)
         prune_step_checkpoints(ckpt_dir, keep_last)
-        last_saved = state.step
 
     def evaluate() -> float:
-        step = state.step
+        """Validation on rank 0 (the caller saves the training state afterwards, on every rank)."""
+        nonlocal last_evaluated
+        last_evaluated = step = state.step
         t0 = time.time()
         nll, ppl = valid_eval.loss(model, device)
         scores, hyps, attn_stats = valid_eval.scores(model, device)
@@ -585,7 +647,6 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if alignment is not None:
             entry.update(aer=alignment["aer"], diagonal_aer=alignment["diagonal_aer"])
         state.history.append(entry)
-        save_training_state()
         log.info(
             f"step {step}: valid loss {nll:.3f} ppl {ppl:.2f} BLEU {scores.bleu:.2f} chrF {scores.chrf:.2f}"
             + (f" AER {alignment['aer']:.3f} (diagonal {alignment['diagonal_aer']:.3f})" if alignment else "")
@@ -593,23 +654,28 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         )
         return scores.bleu
 
-    def stop_reason() -> str | None:
+    def stop_reason(seconds: float) -> str | None:
         if patience and state.bad_evals >= patience:
             return f"early stopping (no BLEU gain in {patience} evaluations)"
         if max_steps is not None and state.step >= max_steps:
             return "max_steps"
-        if max_seconds is not None and time.time() - start >= max_seconds:
+        if max_seconds is not None and seconds >= max_seconds:
             return f"max_minutes={tcfg.max_minutes}"
         return None
 
-    if resumed is not None:
-        restore_rng(resumed["rng"])  # last: building the model above drew from the generators
+    if resumed is not None:  # last: building the model above drew from the generators
+        restore_rng(rank_rng_state(resumed, ctx, int(tcfg.seed)))
+    last_evaluated = state.history[-1]["step"] if state.history else -1
     model.train()
     with logging_redirect_tqdm():  # log lines (evaluations) print above the progress bar
-        while (reason := stop_reason()) is None:
+        while True:
+            seconds = time.time() - start
+            reason, seconds = ctx.agree(stop_reason(seconds), seconds)  # rank 0 decides, for all ranks
+            if reason is not None:
+                break
             _, _, batch = next(iterator)
             batch = batch.to(device)
-            lr = lr_at(state.step, time.time() - start)
+            lr = lr_at(state.step, seconds)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss_sum, n_tokens, grad_norm = run_step(batch)
@@ -638,16 +704,21 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 window_start = time.time()
             t_pause = time.time()
             if state.step % eval_every == 0:
-                evaluate()
+                if ctx.is_main:
+                    evaluate()
+                last_evaluated = state.step
+                save_training_state()
             if save_every and state.step % save_every == 0:
                 save_training_state()
             window_start += time.time() - t_pause  # evaluations and saving are not training throughput
     progress.close()
     train_minutes = (time.time() - start) / 60
-    if not state.history or state.history[-1]["step"] != state.step:
+    if last_evaluated != state.step and ctx.is_main:
         evaluate()
     save_training_state()
     log.info("training stopped after %d steps, %.1f minutes: %s", state.step, train_minutes, reason)
+    if not ctx.is_main:
+        return {"rank": ctx.rank, "steps": state.step}
 
     # ---- final evaluation with the best checkpoint ---------------------------------------------------
     if not (ckpt_dir / "best.pt").is_file():  # resumed into a new directory, no gain since
@@ -672,6 +743,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "tokens_per_s": state.total_tokens / state.train_seconds if state.train_seconds else None,
         "wall_minutes": (time.time() - start) / 60,
         "steps": state.step,
+        "world_size": ctx.world_size,
         "train_minutes": train_minutes,
         "stop_reason": reason,
         "skipped_steps": state.skipped_steps,
