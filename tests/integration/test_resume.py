@@ -178,6 +178,24 @@ def test_resuming_into_a_new_directory_brings_the_best_checkpoint_along(finished
     assert (finished_run / "run" / "checkpoints" / "step_00000020.pt").is_file()  # the source run is untouched
 
 
+def test_a_checkpoint_whose_tensors_do_not_fit_the_model_is_refused_naming_it(finished_run, tmp_path):
+    import shutil
+
+    from s2s_attn.training.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run / "run", run)
+    newest = step_checkpoints(run / "checkpoints")[-1][1]
+    payload = load_checkpoint(newest)
+    for key in ("format", "format_version", "versions", "path"):
+        payload.pop(key)
+    name = next(iter(payload["model"]))
+    payload["model"][name] = torch.zeros(3, 3)  # same config, foreign weights
+    save_checkpoint(newest, payload)
+    with pytest.raises(CheckpointError, match=f"cannot resume from {newest}: it does not fit this model"):
+        train(toy_config(finished_run, "trainer.max_steps=40", "trainer.resume=auto"), run)
+
+
 class RunsCode:
     def __reduce__(self):
         return (os.system, ("touch /tmp/s2s_attn_resume_pwned",))
