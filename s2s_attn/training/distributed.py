@@ -118,8 +118,7 @@ class Distributed:
             return reason, seconds
         flags = torch.tensor([1.0 if reason else 0.0, seconds], dtype=torch.float64, device=self.device)
         dist.broadcast(flags, src=0)
-        if flags[0].item():
-            reason = self.broadcast(reason)
+        reason = self.broadcast(reason) if flags[0].item() else None  # never this rank's own opinion
         return reason, float(flags[1].item())
 
     @property

@@ -3,6 +3,8 @@
 loss by, and the world of one that training uses without torchrun. The 2-process run through torchrun
 is tests/integration/test_ddp.py."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -125,3 +127,51 @@ def test_backend_follows_the_device():
 
 def test_only_rank_0_is_main():
     assert Distributed(rank=0, world_size=2).is_main and not Distributed(rank=1, world_size=2).is_main
+
+
+def _two_ranks(rank: int, store: str, out: str) -> None:
+    """One of two Gloo processes: exercise the helpers, write what each rank saw to ``out/rank``."""
+    import json
+    import time
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    ctx = Distributed(rank=rank, world_size=2)
+    seen = {}
+    try:
+        ctx.on_main(lambda: (_ for _ in ()).throw(ValueError("rank 0 could not")))
+    except ValueError as error:
+        seen["error"] = str(error)
+    seen["value"] = ctx.on_main(lambda: f"from rank {rank}")
+    seen["agree"] = ctx.agree("max_steps" if rank == 0 else None, 10.0 + rank)
+    seen["go_on"] = ctx.agree(None if rank == 0 else "stop", 5.0)
+    seen["gathered"] = ctx.all_gather(rank * 10)
+    order = Path(out) / "order"
+
+    def note():
+        time.sleep(0.3 if rank == 0 else 0.0)  # rank 1 is faster, yet must wait for rank 0
+        with open(order, "a") as f:
+            f.write(f"{rank}\n")
+        return rank
+
+    seen["first"] = ctx.first_on_main(note)
+    (Path(out) / str(rank)).write_text(json.dumps(seen))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_share_rank_0s_decisions_and_errors(tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_two_ranks, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    seen = [json.loads((tmp_path / str(r)).read_text()) for r in range(2)]
+    for rank, s in enumerate(seen):
+        assert s["error"] == "rank 0 could not"  # raised on the rank that waited for it too
+        assert s["value"] == "from rank 0"
+        assert s["agree"] == ["max_steps", 10.0] and s["go_on"] == [None, 5.0]  # rank 0's stop and clock
+        assert s["gathered"] == [0, 10]
+        assert s["first"] == rank  # every rank ran it, for itself
+    assert (tmp_path / "order").read_text().split() == ["0", "1"]  # rank 0 first
