@@ -717,6 +717,9 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.devic
         evaluate()
     save_training_state()
     log.info("training stopped after %d steps, %.1f minutes: %s", state.step, train_minutes, reason)
+    if iterator.skipped_small:
+        log.info("passed over %d global batches with fewer sentences than the %d ranks", iterator.skipped_small,
+                 ctx.world_size)
     if not ctx.is_main:
         return {"rank": ctx.rank, "steps": state.step}
 
