@@ -2,6 +2,7 @@
 #   make train   create .venv, install, prepare the data, train the default config (eng->fra, 20 min)
 #   make test    same install, lint with ruff, run the test suite
 #   make bench   training and decoding speed (scripts/benchmark.py, under 10 minutes)
+#   make lesson  train two small models and draw the attention of docs/lessons.md's teaching sentences
 # Hydra overrides go on the command line or in ARGS:
 #   make train data=cmn_eng trainer.max_minutes=5        make train ARGS="-m attention=bahdanau,luong_general"
 
@@ -11,9 +12,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 # command-line assignments other than make's own (PYTHON, VENV, ARGS) are Hydra overrides
-OVERRIDES := $(filter-out PYTHON=% VENV=% ARGS=% BENCH_ARGS=%,$(MAKEOVERRIDES))
+OVERRIDES := $(filter-out PYTHON=% VENV=% ARGS=% BENCH_ARGS=% LESSON_%,$(MAKEOVERRIDES))
 
-.PHONY: install train test lint bench clean
+.PHONY: install train test lint bench lesson clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +50,19 @@ test: install lint
 # BENCH_ARGS adds options, e.g. BENCH_ARGS="--peer onmt_mlp" to measure OpenNMT-py beside us in the same run
 bench: install
 	$(BIN)/python scripts/benchmark.py $(BENCH_ARGS)
+
+# the lesson pictures of docs/lessons.md: train two small models (once; LESSON_MINUTES each), then plot the
+# attention of the teaching sentences into docs/lessons/
+LESSON_MINUTES ?= 10
+LESSON_RUNS    ?= runs/lesson
+lesson: install
+	@[ -e $(LESSON_RUNS)/cmn_eng/checkpoints/best.pt ] || $(BIN)/s2s-train data=cmn_eng \
+	    trainer.max_minutes=$(LESSON_MINUTES) trainer.eval_every=250 hydra.run.dir=$(LESSON_RUNS)/cmn_eng
+	@[ -e $(LESSON_RUNS)/eng_fra/checkpoints/best.pt ] || $(BIN)/s2s-train data=eng_fra \
+	    trainer.max_minutes=$(LESSON_MINUTES) trainer.eval_every=250 hydra.run.dir=$(LESSON_RUNS)/eng_fra
+	$(BIN)/s2s-plot $(LESSON_RUNS)/cmn_eng "欢迎来北京。" "我很喜欢这本书。" --out docs/lessons --prefix zh_en
+	$(BIN)/s2s-plot $(LESSON_RUNS)/eng_fra "The dog didn't cross the street because it was too tired." \
+	    "My sister lost her keys." --out docs/lessons --prefix pronoun
 
 clean:
 	rm -rf $(VENV) outputs multirun data/cache .pytest_cache
