@@ -612,8 +612,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.devic
 
     def evaluate() -> float:
         """Validation on rank 0 (the caller saves the training state afterwards, on every rank)."""
-        nonlocal last_evaluated
-        last_evaluated = step = state.step
+        step = state.step
         t0 = time.time()
         nll, ppl = valid_eval.loss(model, device)
         scores, hyps, attn_stats = valid_eval.scores(model, device)
