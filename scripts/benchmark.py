@@ -155,7 +155,7 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
     from s2s_attn.decoding.beam import SearchSettings
     from s2s_attn.decoding.translator import Translator, resolve_device
     from s2s_attn.model.seq2seq import Seq2Seq
-    from s2s_attn.training.trainer import StepRunner, load_corpus, model_config_from, set_seed
+    from s2s_attn.training.trainer import StepRunner, load_corpus, make_optimizer, model_config_from, set_seed
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -164,7 +164,7 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
     device = resolve_device(str(cfg.trainer.device))
     corpus = load_corpus(cfg)
     model = Seq2Seq(model_config_from(cfg, corpus.tokenizer)).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.trainer.lr))
+    optimizer = make_optimizer(model, cfg.trainer)
     run_step = StepRunner(model, optimizer, device, str(cfg.trainer.precision),
                           float(cfg.trainer.label_smoothing), float(cfg.trainer.clip_grad))
     batches = BatchIterator(corpus.train_src, corpus.train_tgt, cfg.trainer.get("batch_tokens"),

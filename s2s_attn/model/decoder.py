@@ -48,6 +48,18 @@ class Decoder(nn.Module):
             )
         output.weight = embedding.weight
 
+    @staticmethod
+    def select_positions(features: Tensor, positions: Tensor | None) -> Tensor:
+        """(batch, tgt_len, F) -> the rows of ``positions`` (batch, tgt_len) bool, row-major: (n, F).
+
+        Without positions, features are returned as they are. ``index_select`` (not boolean indexing,
+        whose backward accumulates element by element on the CPU) keeps the backward a row copy.
+        """
+        if positions is None:
+            return features
+        rows = positions.reshape(-1).nonzero().squeeze(1)  # (n,)
+        return features.reshape(-1, features.size(-1)).index_select(0, rows)
+
     def init_state(self, encoder_final: Tensor) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
 
@@ -73,9 +85,20 @@ class Decoder(nn.Module):
         return torch.log_softmax(logits.float(), dim=-1), state, weights
 
     def forward(
-        self, tgt_in: Tensor, encoder_final: Tensor, keys_proj: Tensor, values: Tensor, src_mask: Tensor
+        self,
+        tgt_in: Tensor,
+        encoder_final: Tensor,
+        keys_proj: Tensor,
+        values: Tensor,
+        src_mask: Tensor,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Teacher-forced pass: (logits (batch, tgt_len, vocab), attention (batch, tgt_len, src_len))."""
+        """Teacher-forced pass: (logits, attention (batch, tgt_len, src_len)).
+
+        logits are (batch, tgt_len, vocab), or, when ``positions`` (batch, tgt_len) bool is given, only
+        those positions' rows, (positions.sum(), vocab) in row-major order: training passes the non-padding
+        target positions, so the output layer (the costliest product) and the loss never run on padding.
+        """
         raise NotImplementedError
 
 
@@ -101,11 +124,24 @@ class GRUCellStack(nn.Module):
         cell = self.cells[0]
         return torch.nn.functional.linear(emb, cell.weight_ih[:, : self.emb_size], cell.bias_ih)
 
-    def forward(self, emb_gates: Tensor, ctx: Tensor, hidden: Tensor) -> Tensor:
-        """emb_gates: (batch, 3H); ctx: (batch, ctx); hidden: (layers, batch, H) -> new hidden."""
+    def context_weight(self) -> Tensor:
+        """The context columns of the first layer's W_ih: (3H, ctx).
+
+        A loop over the target takes this slice once and passes it to every step: slicing inside each
+        step would make each step's backward write (and add) a zero gradient as large as all of W_ih.
+        """
+        return self.cells[0].weight_ih[:, self.emb_size :]
+
+    def forward(self, emb_gates: Tensor, ctx: Tensor, hidden: Tensor, context_weight: Tensor | None = None) -> Tensor:
+        """emb_gates: (batch, 3H); ctx: (batch, ctx); hidden: (layers, batch, H) -> new hidden.
+
+        context_weight: `context_weight()`, taken once per sequence by a caller that loops over steps.
+        """
         cell = self.cells[0]
         h = hidden[0]  # (batch, H)
-        gi = emb_gates + torch.nn.functional.linear(ctx, cell.weight_ih[:, self.emb_size :])
+        if context_weight is None:
+            context_weight = self.context_weight()
+        gi = emb_gates + torch.nn.functional.linear(ctx, context_weight)
         gh = torch.nn.functional.linear(h, cell.weight_hh, cell.bias_hh)  # (batch, 3H)
         i_r, i_z, i_n = gi.chunk(3, dim=1)
         h_r, h_z, h_n = gh.chunk(3, dim=1)
@@ -164,10 +200,10 @@ class BahdanauDecoder(Decoder):
         """encoder_final: (batch, encoder_size) -> hidden (layers, batch, hidden_size)."""
         return self.bridge_hidden(encoder_final), None
 
-    def _logits(self, hidden_top: Tensor, context: Tensor, emb: Tensor) -> Tensor:
-        """(…, H), (…, enc), (…, emb) -> logits (…, vocab)."""
-        out = torch.tanh(self.pre_output(torch.cat([hidden_top, context, emb], dim=-1)))
-        return self.output(self.dropout(out))
+    def _logits(self, hidden_top: Tensor, context: Tensor, emb: Tensor, positions: Tensor | None = None) -> Tensor:
+        """(…, H), (…, enc), (…, emb) -> logits (…, vocab); with ``positions``, (n, vocab) for those only."""
+        out = torch.tanh(self.pre_output(torch.cat([hidden_top, context, emb], dim=-1)))  # (…, output_size)
+        return self.output(self.dropout(self.select_positions(out, positions)))
 
     def step_logits(self, prev_tokens, state, keys_proj, values, src_mask):
         hidden, _ = state
@@ -177,20 +213,23 @@ class BahdanauDecoder(Decoder):
         logits = self._logits(self.dropout(hidden[-1]), context, emb)  # (batch, vocab)
         return logits, (hidden, None), weights
 
-    def forward(self, tgt_in, encoder_final, keys_proj, values, src_mask):
+    def forward(self, tgt_in, encoder_final, keys_proj, values, src_mask, positions=None):
         emb = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
         emb_gates = self.rnn.embed_gates(emb)  # (batch, tgt_len, 3H)
         hidden, _ = self.init_state(encoder_final)
+        context_weight = self.rnn.context_weight()  # (3H, enc), sliced once (see GRUCellStack)
         tops, contexts, attentions = [], [], []
-        for t in range(tgt_in.size(1)):
+        # unbind: one backward for all steps (indexing emb_gates[:, t] would give each step's backward a
+        # zero gradient of the whole (batch, tgt_len, 3H) tensor to fill and add)
+        for step_gates in emb_gates.unbind(1):
             context, weights = self.attention(hidden[-1], keys_proj, values, src_mask)
-            hidden = self.rnn(emb_gates[:, t], context, hidden)
+            hidden = self.rnn(step_gates, context, hidden, context_weight)
             tops.append(hidden[-1])
             contexts.append(context)
             attentions.append(weights)
         tops_t = torch.stack(tops, dim=1)  # (batch, tgt_len, H)
         contexts_t = torch.stack(contexts, dim=1)  # (batch, tgt_len, enc)
-        logits = self._logits(self.dropout(tops_t), contexts_t, emb)  # (batch, tgt_len, vocab)
+        logits = self._logits(self.dropout(tops_t), contexts_t, emb, positions)  # (batch, tgt_len | n, vocab)
         return logits, torch.stack(attentions, dim=1)  # (batch, tgt_len, src_len)
 
 
@@ -273,7 +312,7 @@ class LuongDecoder(Decoder):
         new_state = (hidden, attentional if self.input_feeding else None)
         return logits, new_state, weights
 
-    def forward(self, tgt_in, encoder_final, keys_proj, values, src_mask):
+    def forward(self, tgt_in, encoder_final, keys_proj, values, src_mask, positions=None):
         emb = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
         hidden, feed = self.init_state(encoder_final)
         if feed is None:
@@ -281,13 +320,13 @@ class LuongDecoder(Decoder):
             attentionals, attentions = self.attend(tops, keys_proj, values, src_mask)  # 3-D query
         else:
             steps, weights_per_step = [], []
-            for t in range(tgt_in.size(1)):
-                rnn_input = torch.cat([emb[:, t], feed.to(emb.dtype)], dim=-1)  # (batch, emb + out)
+            for step_emb in emb.unbind(1):  # (batch, emb); unbind: one backward for all steps
+                rnn_input = torch.cat([step_emb, feed.to(emb.dtype)], dim=-1)  # (batch, emb + out)
                 top, hidden = self.rnn(rnn_input.unsqueeze(1), hidden)  # (batch, 1, H)
                 feed, weights = self.attend(top.squeeze(1), keys_proj, values, src_mask)  # (batch, out)
                 steps.append(feed)
                 weights_per_step.append(weights)
             attentionals = torch.stack(steps, dim=1)  # (batch, tgt_len, output_size)
             attentions = torch.stack(weights_per_step, dim=1)  # (batch, tgt_len, src_len)
-        logits = self.output(attentionals)  # (batch, tgt_len, vocab)
+        logits = self.output(self.select_positions(attentionals, positions))  # (batch, tgt_len | n, vocab)
         return logits, attentions

@@ -106,10 +106,16 @@ class Seq2Seq(nn.Module):
         keys_proj = self.decoder.attention.precompute(values)
         return values, final, keys_proj, mask
 
-    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher forcing. -> (logits (batch, tgt_len, vocab), attention (batch, tgt_len, src_len))."""
+    def forward(
+        self, src: Tensor, src_len: Tensor, tgt_in: Tensor, positions: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Teacher forcing. -> (logits (batch, tgt_len, vocab), attention (batch, tgt_len, src_len)).
+
+        With ``positions`` (batch, tgt_len) bool, the logits are those positions' only: (positions.sum(),
+        vocab), row-major (``tgt_out[positions]`` are their targets). Training passes ``tgt_out != pad``.
+        """
         values, final, keys_proj, mask = self.encode(src, src_len)
-        return self.decoder(tgt_in, final, keys_proj, values, mask)
+        return self.decoder(tgt_in, final, keys_proj, values, mask, positions)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
