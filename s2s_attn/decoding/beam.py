@@ -35,7 +35,8 @@ import torch
 from torch import Tensor
 
 from ..data.tokenizer import BOS_ID, EOS_ID
-from .greedy import MAX_LEN_EXTRA, MAX_LEN_RATIO, output_limits
+from .greedy import MAX_LEN_EXTRA, MAX_LEN_RATIO, chunk_size, output_limits
+from .step import make_stepper, reorder_state
 
 LENGTH_PENALTIES = ("gnmt", "average", "none")
 
@@ -100,17 +101,36 @@ def coverage_bonus(coverage: Tensor, beta: float) -> float:
     return beta * float(torch.log(coverage.clamp(min=1e-6, max=1.0)).sum())
 
 
-def expand_rows(x, rows: Tensor):
-    """Select batch rows of a tensor, or of every tensor in a tuple (multihead's (keys, values))."""
-    if isinstance(x, tuple):
-        return tuple(t.index_select(0, rows) for t in x)
-    return x.index_select(0, rows)
+def select_candidates(log_probs: Tensor, scores: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``count`` best extensions of each sentence: (scores, origin rows, tokens), each (n, count).
 
+    log_probs: (n * width, V), sentence b owning rows b*width .. b*width+width-1; scores: (n, width) the
+    rows' log-probabilities so far. An extension's score is ``scores[b, row] + log_probs[row, token]``;
+    origin is the row within the sentence (0 .. width-1); best first. ``count`` <= width * V.
 
-def reorder_state(state: tuple[Tensor, Tensor | None], rows: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Decoder state (hidden (layers, batch, H), extra (batch, ...) or None) -> the given batch rows."""
-    hidden, extra = state
-    return hidden.index_select(1, rows), (None if extra is None else extra.index_select(0, rows))
+    Exact, without ranking all width * V candidates: each row's vocabulary is cut into blocks of
+    `chunk_size` tokens; the ``count`` blocks (per sentence) with the highest maximum plus row score hold
+    the ``count`` best extensions (a block outside them has a maximum no higher than ``count`` distinct
+    extensions inside them), so only those blocks' entries are ranked. Per-row ``topk`` over the whole
+    vocabulary costs about four times as much, most of it per-row overhead.
+    """
+    rows, vocab = log_probs.shape
+    n, width = scores.shape
+    size = chunk_size(vocab)
+    blocks = vocab // size  # per row
+    block_max = log_probs.view(rows, blocks, size).amax(dim=-1) + scores.view(rows, 1)  # (n * width, blocks)
+    take = min(count, width * blocks)
+    best_blocks = block_max.view(n, width * blocks).topk(take, dim=1).indices  # (n, take), row * blocks + block
+    global_blocks = best_blocks + (torch.arange(n, device=log_probs.device) * (width * blocks)).unsqueeze(1)
+    entries = log_probs.view(rows * blocks, size).index_select(0, global_blocks.view(-1)).view(n, take, size)
+    origin_of_block = torch.div(best_blocks, blocks, rounding_mode="floor")  # (n, take)
+    entries = entries + scores.gather(1, origin_of_block).unsqueeze(2)  # the same sums as scores + log_probs
+    top_scores, position = entries.view(n, take * size).topk(count, dim=1)  # (n, count)
+    slot = torch.div(position, size, rounding_mode="floor")
+    block = best_blocks.gather(1, slot)  # (n, count)
+    origin = torch.div(block, blocks, rounding_mode="floor")
+    token = (block - origin * blocks) * size + (position - slot * size)
+    return top_scores, origin, token
 
 
 @torch.inference_mode()
@@ -147,6 +167,7 @@ def beam_search(
 
     values, final, keys_proj, mask = model.encode(src, src_len)
     state = model.decoder.init_state(final)
+    stepper = make_stepper(model, keys_proj, values, mask, project_values=True)
     # Rows: sentence b (position b in ``active``) owns rows b*width .. b*width+width-1. The first step
     # runs one row per sentence (all beams would start from the same BOS); its best first tokens then
     # become the sentence's k rows.
@@ -174,18 +195,20 @@ def beam_search(
             norm += coverage_bonus(att.sum(dim=0), coverage_penalty)
         finished[sentence].append(Hypothesis(out, score, norm, att.cpu() if return_attention else None))
 
+    # One (rows, V) buffer for every step's logits, then log-probabilities in place: a fresh tensor this
+    # large each step costs page faults (see ``Decoder.output_logits``), a second one memory traffic.
+    vocab = model.decoder.output.out_features
+    logit_buffer = torch.empty((batch * k, vocab), device=device, dtype=model.decoder.output.weight.dtype)
     for step in range(max(limits)):
         n = len(active)
-        logits, state, weights = model.decoder.step_logits(prev, state, keys_proj, values, mask)  # (n * width, V)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (n * width, V)
-        # The best 2k extensions of a sentence are among the best 2k tokens of each of its rows, so only
-        # those enter the ranking: (n, width * 2k) candidates instead of (n, width * V).
-        per_row = min(2 * k, log_probs.size(-1))
-        row_log_probs, row_tokens = log_probs.topk(per_row, dim=1)  # (n * width, per_row)
-        candidates = (scores.view(-1, 1) + row_log_probs).view(n, width * per_row)
-        top_scores, top_ids = candidates.topk(min(2 * k, width * per_row), dim=1)  # (n, 2k), best first
-        origin = top_ids // per_row  # the row (0 .. width-1) each extension comes from
-        token = row_tokens.view(n, width * per_row).gather(1, top_ids)  # and its token
+        rows = n * width
+        logits, state, weights = stepper.step(prev, state, width, out=logit_buffer[:rows])  # (n * width, V)
+        if logits.dtype == torch.float32 and logits.is_contiguous():
+            # row by row, each row read before it is written: in place gives the same values
+            log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # (n * width, V)
+        else:
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+        top_scores, origin, token = select_candidates(log_probs, scores, min(2 * k, width * vocab))  # (n, 2k)
         is_eos = token == EOS_ID
 
         # EOS extensions that rank among the first k are finished hypotheses
@@ -210,11 +233,7 @@ def beam_search(
         if track_attention:
             step_att = weights.float().index_select(0, next_rows).unsqueeze(1)  # (n * k, 1, src_cols)
             attention = torch.cat([attention.index_select(0, next_rows), step_att], dim=1)
-        if new_width != width:  # after the first step: each sentence's encoder rows, k times
-            encoder_rows = offsets.view(-1).repeat_interleave(new_width)
-            keys_proj, values = expand_rows(keys_proj, encoder_rows), values.index_select(0, encoder_rows)
-            mask = mask.index_select(0, encoder_rows)
-            width = new_width
+        width = new_width  # k after the first step
         prev = next_tokens
 
         # a sentence with nbest finished hypotheses stops once none of its live ones ranks above its best
@@ -241,8 +260,7 @@ def beam_search(
         if len(keep) < n:
             keep_rows = torch.tensor([b * width + j for b in keep for j in range(width)], device=device)
             state, prev = reorder_state(state, keep_rows), prev.index_select(0, keep_rows)
-            keys_proj, values, mask = expand_rows(keys_proj, keep_rows), values.index_select(0, keep_rows), \
-                mask.index_select(0, keep_rows)
+            stepper.keep(torch.tensor(keep, device=device))
             tokens = tokens.index_select(0, keep_rows)
             attention = attention.index_select(0, keep_rows) if track_attention else None
             scores = scores.index_select(0, torch.tensor(keep, device=device))

@@ -1,0 +1,114 @@
+"""The pieces that make decoding fast compute what the plain operations compute: the block-wise argmax and
+candidate selection, the in-place log-softmax, and the Bahdanau decoder's decoding step from its tables."""
+
+import pytest
+import torch
+
+from s2s_attn.data.batching import make_batch
+from s2s_attn.decoding.beam import select_candidates
+from s2s_attn.decoding.greedy import chunk_size, first_argmax
+from s2s_attn.decoding.step import (
+    AdditiveBahdanauStepper,
+    GenericStepper,
+    bahdanau_tables,
+    fast_path_applies,
+    make_stepper,
+)
+
+
+@pytest.mark.parametrize("vocab", [1, 2, 7, 25, 64, 100, 8000, 16000, 31999])
+def test_chunk_size_divides_the_vocabulary(vocab):
+    size = chunk_size(vocab)
+    assert vocab % size == 0 and 1 <= size <= max(1, 2 * int(vocab**0.5))
+    if vocab == 8000:
+        assert size == 160
+
+
+@pytest.mark.parametrize("vocab", [2, 25, 8000])
+def test_first_argmax_is_argmax_ties_included(vocab):
+    torch.manual_seed(0)
+    logits = torch.randn(37, vocab)
+    logits[3] = 1.0  # all equal: the first index
+    logits[5, vocab // 2 :] = 50.0  # a tie across blocks
+    logits[6, -1] = 60.0
+    assert torch.equal(first_argmax(logits), logits.argmax(dim=-1))
+
+
+@pytest.mark.parametrize("vocab,width,count", [(8000, 5, 10), (8000, 1, 10), (25, 4, 8), (7, 3, 6), (3, 1, 3)])
+def test_select_candidates_gives_the_best_extensions_of_each_sentence(vocab, width, count):
+    torch.manual_seed(1)
+    n = 6
+    log_probs = torch.log_softmax(torch.randn(n * width, vocab) * 4, dim=-1)
+    scores = -torch.rand(n, width) * 5
+    scores[2, -1] = float("-inf")  # a dead row never wins
+    top_scores, origin, token = select_candidates(log_probs, scores, count)
+    every = (scores.view(-1, 1) + log_probs).view(n, width * vocab)
+    expected, _ = every.topk(count, dim=1)
+    torch.testing.assert_close(top_scores, expected, rtol=0, atol=0)
+    rows = torch.arange(n).unsqueeze(1) * width + origin
+    assert torch.equal(scores.gather(1, origin) + log_probs[rows, token], top_scores)
+    assert bool((origin < width).all()) and bool((token < vocab).all())
+    pairs = origin * vocab + token
+    assert all(len(set(row)) == count for row in pairs.tolist())  # distinct extensions
+
+
+def test_log_softmax_in_place_equals_the_plain_one():
+    logits = torch.randn(40, 8000) * 3
+    expected = torch.log_softmax(logits, dim=-1)
+    buffer = logits.clone()
+    result = torch.log_softmax(buffer, dim=-1, out=buffer)
+    assert result.data_ptr() == buffer.data_ptr() and torch.equal(result, expected)
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_concat"])
+@pytest.mark.parametrize("project_values", [False, True])
+def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, attention, project_values):
+    model = make_tiny_model(attention=attention)
+    batch = make_batch([[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]], None, [0, 1, 2])
+    width = 3
+    with torch.inference_mode():
+        assert fast_path_applies(model)
+        values, final, keys_proj, mask = model.encode(batch.src, batch.src_len)
+        fast = make_stepper(model, keys_proj, values, mask, project_values=project_values)
+        plain = GenericStepper(model, keys_proj, values, mask)
+        assert isinstance(fast, AdditiveBahdanauStepper)
+        hidden = model.decoder.init_state(final)[0].repeat_interleave(width, dim=1)  # (1, 9, H)
+        state_fast = state_plain = (hidden + 0.1 * torch.randn_like(hidden), None)
+        for step in range(4):
+            prev = torch.randint(4, 25, (hidden.size(1),))
+            out = torch.empty(prev.size(0), 25)
+            logits_f, state_fast, weights_f = fast.step(prev, state_fast, width, out=out)
+            logits_p, state_plain, weights_p = plain.step(prev, state_plain, width)
+            assert logits_f.data_ptr() == out.data_ptr()
+            torch.testing.assert_close(logits_f, logits_p, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(state_fast[0], state_plain[0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(weights_f, weights_p, rtol=1e-5, atol=1e-6)
+            if step <= 1:
+                assert torch.all(weights_f.view(3, width, -1)[1, :, 3:] == 0)  # padding of the 2-piece source
+            if step == 1:  # the second sentence is done
+                keep = torch.tensor([0, 2])
+                fast.keep(keep)
+                plain.keep(keep)
+                rows = torch.tensor([0, 1, 2, 6, 7, 8])
+                state_fast = (state_fast[0].index_select(1, rows), None)
+                state_plain = (state_plain[0].index_select(1, rows), None)
+                hidden = state_fast[0]
+
+
+def test_the_tables_follow_the_weights_and_the_fast_path_is_for_inference_only(make_tiny_model):
+    model = make_tiny_model()
+    with torch.inference_mode():
+        first = bahdanau_tables(model.decoder)
+        assert bahdanau_tables(model.decoder) is first
+    with torch.no_grad():
+        model.decoder.embedding.weight.add_(1.0)  # e.g. an optimizer step
+    with torch.inference_mode():
+        second = bahdanau_tables(model.decoder)
+        assert second is not first
+        expected = model.decoder.rnn.embed_gates(model.decoder.embedding.weight[5])
+        torch.testing.assert_close(second.emb_gates[5], expected)
+    assert not fast_path_applies(model)  # not under inference_mode
+    with torch.inference_mode():
+        assert not fast_path_applies(model.train())
+        assert not fast_path_applies(make_tiny_model(decoder="luong").eval())
+        assert not fast_path_applies(make_tiny_model(attention="luong_general"))
