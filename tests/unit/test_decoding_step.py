@@ -13,6 +13,7 @@ from s2s_attn.decoding.step import (
     bahdanau_tables,
     fast_path_applies,
     make_stepper,
+    reorder_state,
 )
 
 
@@ -90,8 +91,7 @@ def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, atten
                 fast.keep(keep)
                 plain.keep(keep)
                 rows = torch.tensor([0, 1, 2, 6, 7, 8])
-                state_fast = (state_fast[0].index_select(1, rows), None)
-                state_plain = (state_plain[0].index_select(1, rows), None)
+                state_fast, state_plain = reorder_state(state_fast, rows), reorder_state(state_plain, rows)
                 hidden = state_fast[0]
 
 
