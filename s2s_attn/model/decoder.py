@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import Attention
+from .dropout import Dropout
 from .registry import Registry
 
 DECODER_REGISTRY = Registry("model.decoder")
@@ -48,18 +49,6 @@ class Decoder(nn.Module):
             )
         output.weight = embedding.weight
 
-    @staticmethod
-    def select_positions(features: Tensor, positions: Tensor | None) -> Tensor:
-        """(batch, tgt_len, F) -> the rows of ``positions`` (batch, tgt_len) bool, row-major: (n, F).
-
-        Without positions, features are returned as they are. ``index_select`` (not boolean indexing,
-        whose backward accumulates element by element on the CPU) keeps the backward a row copy.
-        """
-        if positions is None:
-            return features
-        rows = positions.reshape(-1).nonzero().squeeze(1)  # (n,)
-        return features.reshape(-1, features.size(-1)).index_select(0, rows)
-
     def init_state(self, encoder_final: Tensor) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
 
@@ -70,36 +59,44 @@ class Decoder(nn.Module):
         keys_proj: Tensor,
         values: Tensor,
         src_mask: Tensor,
+        out: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor | None], Tensor]:
         """One decoding step: (logits (batch, vocab), new state, attention (batch, src_len)).
 
         prev_tokens: (batch,) the previous output ids (BOS first); keys_proj, values, src_mask as
-        returned by ``Seq2Seq.encode``. Decoding uses the raw logits: greedy decoding needs only
-        their argmax, beam search their top entries and log-sum-exp (no full log-softmax).
+        returned by ``Seq2Seq.encode``. ``out``: an optional (batch, vocab) buffer the logits are
+        written into (see `output_logits`).
         """
         raise NotImplementedError
+
+    def output_logits(self, features: Tensor, out: Tensor | None = None) -> Tensor:
+        """``self.output(features)``: (batch, output_size) -> logits (batch, vocab), written into ``out``
+        when given (and of the features' dtype). Decoding passes one buffer for all its steps: a fresh
+        (batch, vocab) tensor every step is fresh memory (glibc maps a new block for each one this
+        large), and its page faults cost as much time as a third of the product itself."""
+        if out is None or self.output.bias is None or not out.dtype == features.dtype == self.output.weight.dtype:
+            return self.output(features)
+        return torch.addmm(self.output.bias, features, self.output.weight.t(), out=out)
 
     def step(self, prev_tokens, state, keys_proj, values, src_mask):
         """`step_logits` with log-probabilities: (log-probs (batch, vocab) in fp32, new state, attention)."""
         logits, state, weights = self.step_logits(prev_tokens, state, keys_proj, values, src_mask)
         return torch.log_softmax(logits.float(), dim=-1), state, weights
 
-    def forward(
-        self,
-        tgt_in: Tensor,
-        encoder_final: Tensor,
-        keys_proj: Tensor,
-        values: Tensor,
-        src_mask: Tensor,
-        positions: Tensor | None = None,
+    def features(
+        self, tgt_in: Tensor, encoder_final: Tensor, keys_proj: Tensor, values: Tensor, src_mask: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Teacher-forced pass: (logits, attention (batch, tgt_len, src_len)).
-
-        logits are (batch, tgt_len, vocab), or, when ``positions`` (batch, tgt_len) bool is given, only
-        those positions' rows, (positions.sum(), vocab) in row-major order: training passes the non-padding
-        target positions, so the output layer (the costliest product) and the loss never run on padding.
-        """
+        """Teacher-forced pass up to the output layer: (features (batch, tgt_len, output_size), attention
+        (batch, tgt_len, src_len)). ``self.output(features)`` are the logits; training feeds the features
+        of the non-padding positions to the fused output layer and loss (`s2s_attn.model.loss`)."""
         raise NotImplementedError
+
+    def forward(
+        self, tgt_in: Tensor, encoder_final: Tensor, keys_proj: Tensor, values: Tensor, src_mask: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Teacher-forced pass: (logits (batch, tgt_len, vocab), attention (batch, tgt_len, src_len))."""
+        features, attention = self.features(tgt_in, encoder_final, keys_proj, values, src_mask)
+        return self.output(features), attention
 
 
 class GRUCellStack(nn.Module):
@@ -117,7 +114,7 @@ class GRUCellStack(nn.Module):
         self.cells = nn.ModuleList(
             [nn.GRUCell(emb_size + ctx_size if i == 0 else hidden_size, hidden_size) for i in range(num_layers)]
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def embed_gates(self, emb: Tensor) -> Tensor:
         """emb: (batch, tgt_len, emb) -> (batch, tgt_len, 3 * hidden), bias included."""
@@ -125,12 +122,18 @@ class GRUCellStack(nn.Module):
         return torch.nn.functional.linear(emb, cell.weight_ih[:, : self.emb_size], cell.bias_ih)
 
     def context_weight(self) -> Tensor:
-        """The context columns of the first layer's W_ih: (3H, ctx).
+        """The context columns of the first layer's W_ih: (3H, ctx), in the autocast dtype if one is on.
 
         A loop over the target takes this slice once and passes it to every step: slicing inside each
-        step would make each step's backward write (and add) a zero gradient as large as all of W_ih.
+        step would make each step's backward write (and add) a zero gradient as large as all of W_ih,
+        and under autocast each step would cast it again (autocast caches casts of parameters, not of
+        slices of them).
         """
-        return self.cells[0].weight_ih[:, self.emb_size :]
+        weight = self.cells[0].weight_ih[:, self.emb_size :]
+        device_type = weight.device.type
+        if torch.is_autocast_enabled(device_type):
+            weight = weight.to(torch.get_autocast_dtype(device_type))
+        return weight
 
     def forward(self, emb_gates: Tensor, ctx: Tensor, hidden: Tensor, context_weight: Tensor | None = None) -> Tensor:
         """emb_gates: (batch, 3H); ctx: (batch, ctx); hidden: (layers, batch, H) -> new hidden.
@@ -187,7 +190,7 @@ class BahdanauDecoder(Decoder):
         super().__init__()
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.bridge = nn.Linear(encoder_size, hidden_size * num_layers)
         self.attention = attention
         self.rnn = GRUCellStack(emb_size, encoder_size, hidden_size, num_layers, dropout)
@@ -200,20 +203,20 @@ class BahdanauDecoder(Decoder):
         """encoder_final: (batch, encoder_size) -> hidden (layers, batch, hidden_size)."""
         return self.bridge_hidden(encoder_final), None
 
-    def _logits(self, hidden_top: Tensor, context: Tensor, emb: Tensor, positions: Tensor | None = None) -> Tensor:
-        """(…, H), (…, enc), (…, emb) -> logits (…, vocab); with ``positions``, (n, vocab) for those only."""
-        out = torch.tanh(self.pre_output(torch.cat([hidden_top, context, emb], dim=-1)))  # (…, output_size)
-        return self.output(self.dropout(self.select_positions(out, positions)))
+    def _pre_output(self, hidden_top: Tensor, context: Tensor, emb: Tensor) -> Tensor:
+        """(…, H), (…, enc), (…, emb) -> dropout(o_t) (…, output_size), what the output layer projects."""
+        out = torch.tanh(self.pre_output(torch.cat([hidden_top, context, emb], dim=-1)))
+        return self.dropout(out)
 
-    def step_logits(self, prev_tokens, state, keys_proj, values, src_mask):
+    def step_logits(self, prev_tokens, state, keys_proj, values, src_mask, out=None):
         hidden, _ = state
         emb = self.dropout(self.embedding(prev_tokens))  # (batch, emb)
         context, weights = self.attention(hidden[-1], keys_proj, values, src_mask)
         hidden = self.rnn(self.rnn.embed_gates(emb), context, hidden)
-        logits = self._logits(self.dropout(hidden[-1]), context, emb)  # (batch, vocab)
+        logits = self.output_logits(self._pre_output(self.dropout(hidden[-1]), context, emb), out)  # (batch, vocab)
         return logits, (hidden, None), weights
 
-    def forward(self, tgt_in, encoder_final, keys_proj, values, src_mask, positions=None):
+    def features(self, tgt_in, encoder_final, keys_proj, values, src_mask):
         emb = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
         emb_gates = self.rnn.embed_gates(emb)  # (batch, tgt_len, 3H)
         hidden, _ = self.init_state(encoder_final)
@@ -229,8 +232,8 @@ class BahdanauDecoder(Decoder):
             attentions.append(weights)
         tops_t = torch.stack(tops, dim=1)  # (batch, tgt_len, H)
         contexts_t = torch.stack(contexts, dim=1)  # (batch, tgt_len, enc)
-        logits = self._logits(self.dropout(tops_t), contexts_t, emb, positions)  # (batch, tgt_len | n, vocab)
-        return logits, torch.stack(attentions, dim=1)  # (batch, tgt_len, src_len)
+        features = self._pre_output(self.dropout(tops_t), contexts_t, emb)  # (batch, tgt_len, output_size)
+        return features, torch.stack(attentions, dim=1)  # (batch, tgt_len, src_len)
 
 
 @register_decoder("luong")
@@ -271,7 +274,7 @@ class LuongDecoder(Decoder):
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.output_size, self.input_feeding = output_size, input_feeding
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.bridge = nn.Linear(encoder_size, hidden_size * num_layers)
         self.attention = attention
         self.rnn = nn.GRU(
@@ -302,17 +305,17 @@ class LuongDecoder(Decoder):
         attentional = torch.tanh(self.combine(torch.cat([context, tops], dim=-1)))  # (batch, [tgt_len,] out)
         return self.dropout(attentional), weights
 
-    def step_logits(self, prev_tokens, state, keys_proj, values, src_mask):
+    def step_logits(self, prev_tokens, state, keys_proj, values, src_mask, out=None):
         hidden, feed = state  # (layers, batch, H), (batch, output_size) or None
         emb = self.dropout(self.embedding(prev_tokens))  # (batch, emb)
         rnn_input = emb if feed is None else torch.cat([emb, feed.to(emb.dtype)], dim=-1)  # (batch, emb [+ out])
         top, hidden = self.rnn(rnn_input.unsqueeze(1), hidden)  # (batch, 1, H), (layers, batch, H)
         attentional, weights = self.attend(top.squeeze(1), keys_proj, values, src_mask)  # (batch, out)
-        logits = self.output(attentional)  # (batch, vocab)
+        logits = self.output_logits(attentional, out)  # (batch, vocab)
         new_state = (hidden, attentional if self.input_feeding else None)
         return logits, new_state, weights
 
-    def forward(self, tgt_in, encoder_final, keys_proj, values, src_mask, positions=None):
+    def features(self, tgt_in, encoder_final, keys_proj, values, src_mask):
         emb = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
         hidden, feed = self.init_state(encoder_final)
         if feed is None:
@@ -328,5 +331,4 @@ class LuongDecoder(Decoder):
                 weights_per_step.append(weights)
             attentionals = torch.stack(steps, dim=1)  # (batch, tgt_len, output_size)
             attentions = torch.stack(weights_per_step, dim=1)  # (batch, tgt_len, src_len)
-        logits = self.output(self.select_positions(attentionals, positions))  # (batch, tgt_len | n, vocab)
-        return logits, attentions
+        return attentionals, attentions  # (batch, tgt_len, output_size), (batch, tgt_len, src_len)

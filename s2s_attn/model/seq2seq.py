@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from .attention import build_attention
 from .decoder import DECODER_REGISTRY
 from .encoder import GRUEncoder
+from .loss import linear_cross_entropy
 
 INITIALISERS = ("uniform", "xavier")
 
@@ -107,15 +108,26 @@ class Seq2Seq(nn.Module):
         return values, final, keys_proj, mask
 
     def forward(
-        self, src: Tensor, src_len: Tensor, tgt_in: Tensor, positions: Tensor | None = None
+        self, src: Tensor, src_len: Tensor, tgt_in: Tensor, tgt_out: Tensor | None = None,
+        label_smoothing: float = 0.0,
     ) -> tuple[Tensor, Tensor]:
-        """Teacher forcing. -> (logits (batch, tgt_len, vocab), attention (batch, tgt_len, src_len)).
+        """Teacher forcing.
 
-        With ``positions`` (batch, tgt_len) bool, the logits are those positions' only: (positions.sum(),
-        vocab), row-major (``tgt_out[positions]`` are their targets). Training passes ``tgt_out != pad``.
+        Without ``tgt_out``: (logits (batch, tgt_len, vocab), attention (batch, tgt_len, src_len)).
+        With ``tgt_out`` (batch, tgt_len): (the summed cross-entropy over its non-padding positions, a
+        float32 scalar, attention). The output layer and the loss then run together, only on those
+        positions, without materialising the logits (`s2s_attn.model.loss.linear_cross_entropy`).
         """
         values, final, keys_proj, mask = self.encode(src, src_len)
-        return self.decoder(tgt_in, final, keys_proj, values, mask, positions)
+        if tgt_out is None:
+            return self.decoder(tgt_in, final, keys_proj, values, mask)
+        features, attention = self.decoder.features(tgt_in, final, keys_proj, values, mask)
+        rows = (tgt_out != self.config.pad_id).reshape(-1).nonzero().squeeze(1)  # non-padding positions: (n,)
+        features = features.reshape(-1, features.size(-1)).index_select(0, rows)  # (n, output_size)
+        output = self.decoder.output
+        loss = linear_cross_entropy(features, output.weight, output.bias, tgt_out.reshape(-1).index_select(0, rows),
+                                    label_smoothing)
+        return loss, attention
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -141,11 +141,8 @@ class Evaluator:
         for indices in inference_batches(self.src_ids, self.batch_size):
             batch = make_batch([self.src_ids[i] for i in indices], [self.tgt_ids[i] for i in indices], indices)
             batch = batch.to(device)
-            positions = batch.tgt_out != PAD_ID  # (batch, tgt_len)
-            logits, _ = model(batch.src, batch.src_len, batch.tgt_in, positions)  # (tokens, vocab)
-            total += torch.nn.functional.cross_entropy(
-                logits.float(), batch.tgt_out[positions], reduction="sum"
-            ).item()
+            loss_sum, _ = model(batch.src, batch.src_len, batch.tgt_in, batch.tgt_out)  # summed over real tokens
+            total += loss_sum.item()
             tokens += batch.num_tgt_tokens
         nll = total / max(tokens, 1)
         return nll, math.exp(min(nll, 50.0))
@@ -303,8 +300,7 @@ class StepRunner:
         self.model, self.optimizer, self.clip_grad = model, optimizer, clip_grad  # model: maybe DDP-wrapped
         self.dist = dist or Distributed()
         self.autocast, self.scaler = autocast_context(device, precision)
-        self.criterion = torch.nn.CrossEntropyLoss(ignore_index=PAD_ID, label_smoothing=label_smoothing,
-                                                   reduction="sum")
+        self.label_smoothing = label_smoothing
         self.max_bad_steps = max_bad_steps
         self.skipped, self.bad_in_a_row, self.last_skipped = 0, 0, False
 
@@ -316,11 +312,9 @@ class StepRunner:
         by the global batch's target tokens and multiplied by the number of ranks, as DDP averages the
         ranks' gradients, which makes the update that of the global batch's mean loss.
         """
-        positions = batch.tgt_out != PAD_ID  # (batch, tgt_len): the output layer and loss skip padding
-        with self.autocast:
-            logits, _ = self.model(batch.src, batch.src_len, batch.tgt_in, positions)  # (tokens, vocab)
+        with self.autocast:  # output layer and loss fused, on the non-padding target positions only
+            loss_sum, _ = self.model(batch.src, batch.src_len, batch.tgt_in, batch.tgt_out, self.label_smoothing)
         n_tokens = batch.loss_tokens
-        loss_sum = self.criterion(logits.float(), batch.tgt_out[positions])
         loss = loss_sum / n_tokens * self.dist.world_size
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
