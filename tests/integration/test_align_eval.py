@@ -43,15 +43,18 @@ def scores(output: str) -> dict[str, tuple[float, float, float, int]]:
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
-    """A reversal model trained for 400 steps (about 20 s on one core; AER about 0.13 by then, 0.5 after
-    300 steps) and its test pairs, with the anti-diagonal gold alignment in NAACL format."""
+    """A reversal model trained for 400 steps (about 20 s on one core) and its test pairs, with the
+    anti-diagonal gold alignment in NAACL format. Xavier initialisation: with the default uniform one this
+    toy sits on a loss plateau for a few hundred steps and leaves it at a step that rounding-level changes
+    move (fused instead of multi-tensor Adam turned test BLEU 75 into 17 at step 400 for seed 1); with
+    Xavier, seeds 1-3 reached test BLEU 93, 81 and 94 by step 400."""
     import torch
 
     from s2s_attn.training.trainer import train
 
     tmp = tmp_path_factory.mktemp("toy-align")
     # one thread: as fast as two for this tiny model, deterministic, and robust to a busy machine
-    cfg = toy_config(tmp, "trainer.max_steps=400", "trainer.eval_every=400", "trainer.threads=1",
+    cfg = toy_config(tmp, "trainer.max_steps=400", "trainer.eval_every=400", "trainer.threads=1", "model.init=xavier",
                      "data.valid_size=50", "data.test_size=100")
     threads = torch.get_num_threads()
     try:
