@@ -28,6 +28,7 @@ rows b*width .. b*width+width-1; ``keep(sentences)`` drops the sentences that ar
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import torch
@@ -103,18 +104,35 @@ class BahdanauTables:
                 *decoder.attention.parameters()]
 
 
+# decoder -> its tables (None until first needed), only while a `shared_tables` block is open for it
 _TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+@contextlib.contextmanager
+def shared_tables(model):
+    """Build the decoder's tables once for all the batches decoded inside the block (the weights must not
+    change inside it: `Translator.translate_ids` opens one per call). Outside such a block every batch
+    builds its own. Tables are never kept across blocks: an optimizer can change the weights in place
+    without a trace (fused Adam leaves the tensors' version counters alone), and stale tables once gave
+    validation BLEU 26 instead of 34 in the middle of a training run."""
+    decoder = model.decoder
+    if decoder in _TABLES:  # nested: the outer block owns the tables
+        yield
+        return
+    _TABLES[decoder] = None
+    try:
+        yield
+    finally:
+        _TABLES.pop(decoder, None)
+
+
 def bahdanau_tables(decoder: BahdanauDecoder) -> BahdanauTables:
-    """The decoder's tables, rebuilt whenever a weight changed (training, ``load_state_dict``) since."""
-    params = BahdanauTables.parameters_of(decoder)
-    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-    cached = _TABLES.get(decoder)
-    if cached is None or cached[0] != key:
-        cached = (key, BahdanauTables(decoder))
-        _TABLES[decoder] = cached
-    return cached[1]
+    """The decoder's tables: those of the open `shared_tables` block, else freshly built."""
+    if decoder not in _TABLES:
+        return BahdanauTables(decoder)
+    if _TABLES[decoder] is None:
+        _TABLES[decoder] = BahdanauTables(decoder)
+    return _TABLES[decoder]
 
 
 def fast_path_applies(model) -> bool:

@@ -15,6 +15,7 @@ from ..model.seq2seq import ModelConfig, Seq2Seq
 from ..training.checkpoint import CheckpointError, load_checkpoint, tensor_to_bytes
 from .beam import SearchSettings
 from .greedy import greedy_decode
+from .step import shared_tables
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,14 @@ class Translator:
         hyps: list[list[int] | None] = [None] * len(src_ids)
         atts: list[torch.Tensor | None] = [None] * len(src_ids)
         heads: list[torch.Tensor | None] = [None] * len(src_ids)
+        with shared_tables(self.model):  # the fast decoding step's tables: built once for all batches
+            self._translate_batches(src_ids, batch_size, return_attention, return_heads, search, hyps, atts, heads)
+        if return_heads:
+            return hyps, atts, heads
+        return (hyps, atts) if return_attention else hyps
+
+    def _translate_batches(self, src_ids, batch_size, return_attention, return_heads, search, hyps, atts, heads):
+        """Decode ``src_ids`` in batches into ``hyps``, ``atts``, ``heads`` (lists in input order)."""
         for indices in inference_batches(src_ids, batch_size):
             batch = make_batch([src_ids[i] for i in indices], None, indices).to(self.device)
             head = None
@@ -118,9 +127,6 @@ class Translator:
                     atts[i] = att[j]
                 if head is not None:
                     heads[i] = head[j]
-        if return_heads:
-            return hyps, atts, heads
-        return (hyps, atts) if return_attention else hyps
 
     def encode_lines(self, lines: list[str]) -> tuple[list[int], list[list[int]]]:
         """Normalise and encode raw lines: (indices of the non-empty lines, their source ids, truncated

@@ -65,8 +65,8 @@ class LinearCrossEntropy(torch.autograd.Function):
                     torch.mm(grad, w, out=grad_x[start : start + chunk_rows])  # (c, d)
                 if want_grad[1] and grad_w is None:
                     grad_w = torch.mm(grad.t(), x)  # (vocab, d)
-                elif want_grad[1]:
-                    grad_w.addmm_(grad.t(), x)
+                elif want_grad[1]:  # in place, written as out= so that torch's FLOP counter sees it
+                    torch.addmm(grad_w, grad.t(), x, out=grad_w)
                 if want_grad[2] and grad_b is None:
                     grad_b = grad.sum(dim=0, dtype=torch.float32)  # (vocab,)
                 elif want_grad[2]:
