@@ -102,31 +102,27 @@ class Translator:
         atts: list[torch.Tensor | None] = [None] * len(src_ids)
         heads: list[torch.Tensor | None] = [None] * len(src_ids)
         with shared_tables(self.model):  # the fast decoding step's tables: built once for all batches
-            self._translate_batches(src_ids, batch_size, return_attention, return_heads, search, hyps, atts, heads)
+            for indices in inference_batches(src_ids, batch_size):
+                batch = make_batch([src_ids[i] for i in indices], None, indices).to(self.device)
+                head = None
+                if search.beam_size > 1:
+                    best = [hyps_[0] for hyps_ in search.search(self.model, batch.src, batch.src_len, return_attention)]
+                    out, att = [h.tokens for h in best], ([h.attention for h in best] if return_attention else None)
+                else:
+                    decoded = greedy_decode(self.model, batch.src, batch.src_len, return_attention=return_attention,
+                                            return_heads=return_heads, max_len_ratio=search.max_len_ratio,
+                                            max_len_extra=search.max_len_extra)
+                    out, att = decoded[0], decoded[1]
+                    head = decoded[2] if return_heads else None
+                for j, i in enumerate(indices):
+                    hyps[i] = out[j]
+                    if att is not None:
+                        atts[i] = att[j]
+                    if head is not None:
+                        heads[i] = head[j]
         if return_heads:
             return hyps, atts, heads
         return (hyps, atts) if return_attention else hyps
-
-    def _translate_batches(self, src_ids, batch_size, return_attention, return_heads, search, hyps, atts, heads):
-        """Decode ``src_ids`` in batches into ``hyps``, ``atts``, ``heads`` (lists in input order)."""
-        for indices in inference_batches(src_ids, batch_size):
-            batch = make_batch([src_ids[i] for i in indices], None, indices).to(self.device)
-            head = None
-            if search.beam_size > 1:
-                best = [hyps_[0] for hyps_ in search.search(self.model, batch.src, batch.src_len, return_attention)]
-                out, att = [h.tokens for h in best], ([h.attention for h in best] if return_attention else None)
-            else:
-                decoded = greedy_decode(self.model, batch.src, batch.src_len, return_attention=return_attention,
-                                        return_heads=return_heads, max_len_ratio=search.max_len_ratio,
-                                        max_len_extra=search.max_len_extra)
-                out, att = decoded[0], decoded[1]
-                head = decoded[2] if return_heads else None
-            for j, i in enumerate(indices):
-                hyps[i] = out[j]
-                if att is not None:
-                    atts[i] = att[j]
-                if head is not None:
-                    heads[i] = head[j]
 
     def encode_lines(self, lines: list[str]) -> tuple[list[int], list[list[int]]]:
         """Normalise and encode raw lines: (indices of the non-empty lines, their source ids, truncated
