@@ -72,7 +72,7 @@ def greedy_decode(
     ``last_head_weights`` after every step, or None for each sentence when the attention has no heads.
 
     Sentences that have stopped leave the batch (their rows of the state and of the encoder outputs are
-    dropped once an eighth of the rows have stopped), so the later steps compute for the others only.
+    dropped at the step they stop), so the later steps compute for the others only.
     """
     return_attention = return_attention or return_heads
     limits = output_limits(src_len, max_len, max_len_ratio, max_len_extra)  # (batch,)

