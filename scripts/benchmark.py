@@ -10,7 +10,8 @@
 
 Each configuration runs in its own process (so peak RSS is its own), on the same prepared data:
 ``--warmup`` training steps, then ``--steps`` timed steps (target tokens/s and sentences/s in steady
-state), then greedy and beam-5 decoding of ``--decode`` test sentences in batches of 64 (sentences/s).
+state), then greedy and beam-5 decoding of ``--decode`` test sentences in batches of 64 (sentences/s;
+after a warm-up of 64 sentences, which also builds the decoding tables of the now frozen model).
 Keys: config, overrides, train_tok_s, train_sent_s, steps, peak_rss_mib, greedy_sent_s, beam5_sent_s,
 threads, params, and the arithmetic: mflop_per_tok (FLOPs of a training step per target token, counted
 by ``torch.utils.flop_counter`` on real batches), gflops (achieved: that x train_tok_s), gemm_gflops
@@ -184,8 +185,9 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
     train_seconds = time.perf_counter() - start
 
     model.eval()
-    translator = Translator(model, corpus.tokenizer, device, corpus.max_src_pieces)
+    translator = Translator(model, corpus.tokenizer, device, corpus.max_src_pieces, frozen=True)
     src_ids = corpus.tokenizer.encode_src(corpus.test[0][:decode])
+    translator.translate_ids(src_ids[:64], batch_size=64, search=SearchSettings(beam_size=5))  # warm-up
     decode_seconds, _ = timed(translator.translate_ids, src_ids, batch_size=64)
     beam_seconds, _ = timed(translator.translate_ids, src_ids, batch_size=64, search=SearchSettings(beam_size=5))
     train_tok_s = tokens / train_seconds

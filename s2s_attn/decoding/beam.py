@@ -28,7 +28,9 @@ rewards hypotheses whose attention has covered the whole source).
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +38,8 @@ from torch import Tensor
 
 from ..data.tokenizer import BOS_ID, EOS_ID
 from .greedy import MAX_LEN_EXTRA, MAX_LEN_RATIO, chunk_size, output_limits
-from .step import make_stepper, reorder_state
+from .step import cat_states, make_stepper, reorder_state, select_rows
+from .stream import Batch, decode_stream
 
 LENGTH_PENALTIES = ("gnmt", "average", "none")
 
@@ -133,6 +136,210 @@ def select_candidates(log_probs: Tensor, scores: Tensor, count: int) -> tuple[Te
     return top_scores, origin, token
 
 
+class BeamGroup:
+    """Sentences beam-searched together, each at its own step (a group of `decode_stream`): every sentence
+    has ``width`` live rows (1 before its first step, then ``beam_size``), sentence b owning rows
+    b*width .. b*width+width-1. Finished hypotheses go to ``finished[index]``; a sentence is reported by
+    ``advance`` (as ``(index, its nbest hypotheses)``) once it is done."""
+
+    def __init__(self, model, src: Tensor, src_len: Tensor, indices: list[int], search: SearchSettings,
+                 return_attention: bool = False, max_len: int | None = None) -> None:
+        self.model, self.search, self.return_attention = model, search, return_attention
+        self.track_attention = return_attention or search.coverage_penalty > 0.0
+        device = src.device
+        batch = src.size(0)
+        self.indices = list(indices)
+        self.limits = output_limits(src_len, max_len, search.max_len_ratio, search.max_len_extra).tolist()
+        self.lengths = src_len.tolist()
+        self.steps = [0] * batch  # tokens each sentence's live rows hold so far
+        self.finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+        values, final, keys_proj, mask = model.encode(src, src_len)
+        self.state = model.decoder.init_state(final)
+        self.stepper = make_stepper(model, keys_proj, values, mask, project_values=True)
+        self.width = 1
+        self.scores = torch.zeros((batch, 1), device=device)  # (n, width) log-probabilities of the live rows
+        self.prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
+        # the rows' tokens so far, right-aligned: sentence b's are the last steps[b] columns
+        self.tokens = torch.empty((batch, 0), dtype=torch.long, device=device)  # (n * width, t)
+        self.attention = torch.empty((batch, 0, values.size(1)), device=device) if self.track_attention else None
+        self.logit_buffer: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _logits_out(self, rows: int) -> Tensor:
+        """(rows, V) of one buffer kept for every step: a fresh tensor this large each step costs page faults
+        (see ``Decoder.output_logits``)."""
+        output = self.model.decoder.output
+        if self.logit_buffer is None or self.logit_buffer.size(0) < rows:
+            size = max(rows, len(self) * self.search.beam_size)
+            self.logit_buffer = output.weight.new_empty((size, output.out_features))
+        return self.logit_buffer[:rows]
+
+    def _finish(self, b: int, row: int, score: float, ended: bool, step_weights: Tensor | None) -> None:
+        steps = self.steps[b]
+        out = self.tokens[row, self.tokens.size(1) - steps :].tolist()
+        length = len(out) + (1 if ended else 0)
+        search = self.search
+        norm = score / length_normaliser(length, search.length_penalty, search.alpha)
+        att = None
+        if self.track_attention:
+            att = self.attention[row, self.attention.size(1) - steps :]
+            if step_weights is not None:
+                att = torch.cat([att, step_weights[row].unsqueeze(0)], dim=0)  # (length, src_cols)
+            att = att[:, : self.lengths[b]].float()
+            norm += coverage_bonus(att.sum(dim=0), search.coverage_penalty)
+        self.finished[b].append(Hypothesis(out, score, norm, att.cpu() if self.return_attention else None))
+
+    def prepare(self) -> list[tuple[int, list[Hypothesis]]]:
+        """The first step (one row per sentence, all beams would start from the same BOS), after which the
+        group has ``beam_size`` rows per sentence, as every group it can join."""
+        return self.advance() if self.width != self.search.beam_size else []
+
+    def advance(self) -> list[tuple[int, list[Hypothesis]]]:
+        search, k = self.search, self.search.beam_size
+        n, width = len(self), self.width
+        rows = n * width
+        logits, state, weights = self.stepper.step(self.prev, self.state, width, out=self._logits_out(rows))
+        if logits.dtype == torch.float32 and logits.is_contiguous():
+            # row by row, each row read before it is written: in place gives the same values
+            log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # (n * width, V)
+        else:
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+        vocab = log_probs.size(1)
+        top_scores, origin, token = select_candidates(log_probs, self.scores, min(2 * k, width * vocab))  # (n, 2k)
+        is_eos = token == EOS_ID
+        done = [False] * n
+
+        # EOS extensions that rank among the first k are finished hypotheses
+        eos_first_k = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
+        if bool(eos_first_k.any()):
+            step_weights = weights.float() if self.track_attention else None
+            for b, rank in eos_first_k.nonzero().tolist():
+                if len(self.finished[b]) < k:
+                    self._finish(b, b * width + int(origin[b, rank]), float(top_scores[b, rank]), True, step_weights)
+                done[b] = len(self.finished[b]) >= k
+
+        # the best k extensions that do not end in EOS stay alive
+        new_width = min(k, top_scores.size(1))
+        alive_scores, pick = top_scores.masked_fill(is_eos, float("-inf")).topk(new_width, dim=1)  # (n, k)
+        offsets = (torch.arange(n, device=top_scores.device) * width).unsqueeze(1)  # (n, 1)
+        next_rows = (offsets + origin.gather(1, pick)).view(-1)  # (n * k,) rows to continue
+        next_tokens = token.gather(1, pick).view(-1)
+        self.scores = alive_scores
+        self.state = reorder_state(state, next_rows)
+        self.tokens = torch.cat([self.tokens.index_select(0, next_rows), next_tokens.unsqueeze(1)], dim=1)
+        if self.track_attention:
+            step_att = weights.float().index_select(0, next_rows).unsqueeze(1)  # (n * k, 1, src_cols)
+            self.attention = torch.cat([self.attention.index_select(0, next_rows), step_att], dim=1)
+        self.width = width = new_width  # k after the first step
+        self.prev = next_tokens
+        self.steps = [steps + 1 for steps in self.steps]
+
+        # a sentence with nbest finished hypotheses stops once none of its live ones ranks above its best
+        # finished one any more (at their current length, as Hugging Face's beam search does); at its
+        # length limit its live hypotheses count as finished (without EOS)
+        normalisers = [length_normaliser(steps, search.length_penalty, search.alpha) for steps in self.steps]
+        live_best = (alive_scores[:, 0] / torch.tensor(normalisers, device=alive_scores.device)).tolist()
+        for b in range(n):
+            hyps = self.finished[b]
+            if done[b]:
+                continue
+            if len(hyps) >= search.nbest and max(h.norm_score for h in hyps) >= live_best[b]:
+                done[b] = True
+            elif self.limits[b] <= self.steps[b]:
+                for beam in range(width):
+                    score = float(self.scores[b, beam])
+                    if math.isfinite(score) and len(hyps) < k:
+                        self._finish(b, b * width + beam, score, False, None)
+                done[b] = True
+
+        completed = [(self.indices[b], self._best(b)) for b in range(n) if done[b]]
+        if completed:
+            # drop the finished sentences' rows, so the next steps compute only for sentences still searched
+            self._keep([b for b in range(n) if not done[b]])
+        return completed
+
+    def _best(self, b: int) -> list[Hypothesis]:
+        return sorted(self.finished[b], key=lambda h: h.norm_score, reverse=True)[: self.search.nbest]
+
+    def _keep(self, keep: list[int]) -> None:
+        """Keep only these sentences (positions, ascending)."""
+        width = self.width
+        if keep and keep == list(range(keep[0], keep[-1] + 1)):  # a run of sentences: views, no copies
+            sentences: Tensor | slice = slice(keep[0], keep[-1] + 1)
+            keep_rows: Tensor | slice = slice(keep[0] * width, (keep[-1] + 1) * width)
+        else:
+            device = self.prev.device
+            sentences = torch.tensor(keep, dtype=torch.long, device=device)
+            keep_rows = torch.tensor([b * width + j for b in keep for j in range(width)], dtype=torch.long,
+                                     device=device)
+        self.state, self.prev = reorder_state(self.state, keep_rows), select_rows(self.prev, keep_rows)
+        self.stepper.keep(sentences)
+        longest = max((self.steps[b] for b in keep), default=0)  # older columns belong to no live sentence
+        self.tokens = select_rows(self.tokens, keep_rows)[:, self.tokens.size(1) - longest :]
+        if self.track_attention:
+            self.attention = select_rows(self.attention, keep_rows)[:, self.attention.size(1) - longest :]
+        self.scores = select_rows(self.scores, sentences)
+        for name in ("indices", "limits", "lengths", "steps", "finished"):
+            values = getattr(self, name)
+            setattr(self, name, [values[b] for b in keep])
+
+    def take(self, count: int) -> BeamGroup:
+        """A new group of the first ``count`` sentences; this one keeps the others."""
+        first = copy.copy(self)
+        first.stepper = copy.copy(self.stepper)
+        first._keep(list(range(count)))
+        self._keep(list(range(count, len(self))))
+        return first
+
+    def merge(self, other: BeamGroup) -> BeamGroup:
+        """Append the other group's sentences (both with ``beam_size`` rows per sentence, or both still at
+        their first step)."""
+        if other.width != self.width:
+            raise ValueError(f"cannot merge beam groups of widths {self.width} and {other.width}")
+        self.stepper.merge(other.stepper, self.width)
+        self.state = cat_states(self.state, other.state)
+        self.prev = torch.cat([self.prev, other.prev])
+        self.scores = torch.cat([self.scores, other.scores])
+        columns = max(self.tokens.size(1), other.tokens.size(1))
+        self.tokens = torch.cat([_pad_left(self.tokens, columns), _pad_left(other.tokens, columns)])
+        if self.track_attention:
+            src_cols = max(self.attention.size(2), other.attention.size(2))
+            self.attention = torch.cat([_pad_left(_pad_right(self.attention, src_cols), columns),
+                                        _pad_left(_pad_right(other.attention, src_cols), columns)])
+        for name in ("indices", "limits", "lengths", "steps", "finished"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+
+def _pad_left(history: Tensor, columns: int) -> Tensor:
+    """Right-aligned histories (rows, t, ...) widened to ``columns`` on the left (with zeros nobody reads)."""
+    missing = columns - history.size(1)
+    if missing <= 0:
+        return history
+    return torch.cat([history.new_zeros((history.size(0), missing, *history.shape[2:])), history], dim=1)
+
+
+def _pad_right(attention: Tensor, src_cols: int) -> Tensor:
+    """(rows, t, S) attention widened to ``src_cols`` source positions with zeros."""
+    missing = src_cols - attention.size(2)
+    if missing <= 0:
+        return attention
+    return torch.cat([attention, attention.new_zeros((*attention.shape[:2], missing))], dim=2)
+
+
+@torch.inference_mode()
+def beam_search_stream(model, batches: Iterable[Batch], capacity: int, search: SearchSettings,
+                       return_attention: bool = False) -> Iterator[tuple[int, list[Hypothesis]]]:
+    """Beam-search every sentence of ``batches`` with `decode_stream`, up to ``capacity`` sentences at
+    once: yields ``(index, nbest hypotheses)`` as sentences finish (see `beam_search`)."""
+    def start(src: Tensor, src_len: Tensor, indices: list[int]) -> BeamGroup:
+        return BeamGroup(model, src, src_len, indices, search, return_attention)
+
+    yield from decode_stream(batches, start, capacity)
+
+
 @torch.inference_mode()
 def beam_search(
     model,
@@ -155,115 +362,13 @@ def beam_search(
     x its source length + ``max_len_extra`` (`output_limits`). With ``beam_size=1`` this is greedy
     decoding.
     """
-    if beam_size < 1:
-        raise ValueError(f"beam size must be at least 1, got {beam_size}")
-    if not 1 <= nbest <= beam_size:
-        raise ValueError(f"nbest must be between 1 and the beam size ({beam_size}), got {nbest}")
-    length_normaliser(1, length_penalty, alpha)  # fails early on an unknown kind
-    limits = output_limits(src_len, max_len, max_len_ratio, max_len_extra).tolist()
-    device = src.device
-    batch, k = src.size(0), beam_size
-    track_attention = return_attention or coverage_penalty > 0.0
-
-    values, final, keys_proj, mask = model.encode(src, src_len)
-    state = model.decoder.init_state(final)
-    stepper = make_stepper(model, keys_proj, values, mask, project_values=True)
-    # Rows: sentence b (position b in ``active``) owns rows b*width .. b*width+width-1. The first step
-    # runs one row per sentence (all beams would start from the same BOS); its best first tokens then
-    # become the sentence's k rows.
-    width = 1
-    src_cols = values.size(1)
-    scores = torch.zeros((batch, width), device=device)  # (n, width) log-probabilities of the live rows
-    prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
-    tokens = torch.empty((batch, 0), dtype=torch.long, device=device)  # (n * width, t)
-    attention = torch.empty((batch, 0, src_cols), device=device) if track_attention else None
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    done = [False] * batch
-    lengths = src_len.tolist()
-    active = list(range(batch))  # the sentences still being searched
-
-    def finish(sentence: int, row: int, score: float, ended: bool, step_weights: Tensor | None) -> None:
-        out = tokens[row].tolist()
-        length = len(out) + (1 if ended else 0)
-        norm = score / length_normaliser(length, length_penalty, alpha)
-        att = None
-        if track_attention:
-            att = attention[row]
-            if step_weights is not None:
-                att = torch.cat([att, step_weights[row].unsqueeze(0)], dim=0)  # (length, src_cols)
-            att = att[:, : lengths[sentence]].float()
-            norm += coverage_bonus(att.sum(dim=0), coverage_penalty)
-        finished[sentence].append(Hypothesis(out, score, norm, att.cpu() if return_attention else None))
-
-    # One (rows, V) buffer for every step's logits, then log-probabilities in place: a fresh tensor this
-    # large each step costs page faults (see ``Decoder.output_logits``), a second one memory traffic.
-    vocab = model.decoder.output.out_features
-    logit_buffer = torch.empty((batch * k, vocab), device=device, dtype=model.decoder.output.weight.dtype)
-    for step in range(max(limits)):
-        n = len(active)
-        rows = n * width
-        logits, state, weights = stepper.step(prev, state, width, out=logit_buffer[:rows])  # (n * width, V)
-        if logits.dtype == torch.float32 and logits.is_contiguous():
-            # row by row, each row read before it is written: in place gives the same values
-            log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # (n * width, V)
-        else:
-            log_probs = torch.log_softmax(logits.float(), dim=-1)
-        top_scores, origin, token = select_candidates(log_probs, scores, min(2 * k, width * vocab))  # (n, 2k)
-        is_eos = token == EOS_ID
-
-        # EOS extensions that rank among the first k are finished hypotheses
-        eos_first_k = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
-        if bool(eos_first_k.any()):
-            step_weights = weights.float() if track_attention else None
-            for b, rank in eos_first_k.nonzero().tolist():
-                sentence = active[b]
-                if len(finished[sentence]) < k:
-                    finish(sentence, b * width + int(origin[b, rank]), float(top_scores[b, rank]), True, step_weights)
-                done[sentence] = len(finished[sentence]) >= k
-
-        # the best k extensions that do not end in EOS stay alive
-        new_width = min(k, top_scores.size(1))
-        alive_scores, pick = top_scores.masked_fill(is_eos, float("-inf")).topk(new_width, dim=1)  # (n, k)
-        offsets = (torch.arange(n, device=device) * width).unsqueeze(1)  # (n, 1)
-        next_rows = (offsets + origin.gather(1, pick)).view(-1)  # (n * k,) rows to continue
-        next_tokens = token.gather(1, pick).view(-1)
-        scores = alive_scores
-        state = reorder_state(state, next_rows)
-        tokens = torch.cat([tokens.index_select(0, next_rows), next_tokens.unsqueeze(1)], dim=1)
-        if track_attention:
-            step_att = weights.float().index_select(0, next_rows).unsqueeze(1)  # (n * k, 1, src_cols)
-            attention = torch.cat([attention.index_select(0, next_rows), step_att], dim=1)
-        width = new_width  # k after the first step
-        prev = next_tokens
-
-        # a sentence with nbest finished hypotheses stops once none of its live ones ranks above its best
-        # finished one any more (at their current length, as Hugging Face's beam search does); at its
-        # length limit its live hypotheses count as finished (without EOS)
-        live_best = (alive_scores[:, 0] / length_normaliser(step + 1, length_penalty, alpha)).tolist()
-        for b, sentence in enumerate(active):
-            hyps = finished[sentence]
-            if done[sentence]:
-                continue
-            if len(hyps) >= nbest and max(h.norm_score for h in hyps) >= live_best[b]:
-                done[sentence] = True
-            elif limits[sentence] <= step + 1:
-                for beam in range(width):
-                    score = float(scores[b, beam])
-                    if math.isfinite(score) and len(hyps) < k:
-                        finish(sentence, b * width + beam, score, False, None)
-                done[sentence] = True
-
-        # drop the finished sentences' rows, so the next steps compute only for sentences still searched
-        keep = [b for b, sentence in enumerate(active) if not done[sentence]]
-        if not keep:
-            break
-        if len(keep) < n:
-            keep_rows = torch.tensor([b * width + j for b in keep for j in range(width)], device=device)
-            state, prev = reorder_state(state, keep_rows), prev.index_select(0, keep_rows)
-            stepper.keep(torch.tensor(keep, device=device))
-            tokens = tokens.index_select(0, keep_rows)
-            attention = attention.index_select(0, keep_rows) if track_attention else None
-            scores = scores.index_select(0, torch.tensor(keep, device=device))
-            active = [active[b] for b in keep]
-
-    return [sorted(hyps, key=lambda h: h.norm_score, reverse=True)[:nbest] for hyps in finished]
+    search = SearchSettings(beam_size, nbest, length_penalty, alpha, coverage_penalty, max_len_ratio, max_len_extra)
+    batch = src.size(0)
+    if batch == 0:
+        return []
+    group = BeamGroup(model, src, src_len, list(range(batch)), search, return_attention, max_len)
+    results: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    while len(group):
+        for index, hyps in group.advance():
+            results[index] = hyps
+    return results

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
 from ..data.tokenizer import BOS_ID, EOS_ID
-from .step import make_stepper, reorder_state
+from .step import cat_states, make_stepper, reorder_state, select_rows
+from .stream import Batch, decode_stream
 
 MAX_LEN_RATIO, MAX_LEN_EXTRA = 2.0, 10
 
@@ -53,6 +56,150 @@ def chunk_size(vocab: int) -> int:
     return max(aligned) if aligned else max(size for size in divisors if size <= limit)
 
 
+class GreedyGroup:
+    """Sentences decoded greedily together, each at its own step (a group of `decode_stream`): one row per
+    sentence. ``advance`` reports a sentence as ``(index, (ids, attention or None, heads or None))`` at the
+    step it stops (see `greedy_decode` for the three)."""
+
+    def __init__(self, model, src: Tensor, src_len: Tensor, indices: list[int], max_len: int | None = None,
+                 return_attention: bool = False, return_heads: bool = False,
+                 max_len_ratio: float = MAX_LEN_RATIO, max_len_extra: int = MAX_LEN_EXTRA) -> None:
+        self.model = model
+        self.return_heads = return_heads
+        self.return_attention = return_attention or return_heads
+        device = src.device
+        batch = src.size(0)
+        self.indices = list(indices)
+        self.lengths = src_len.tolist()
+        self.limits = output_limits(src_len, max_len, max_len_ratio, max_len_extra)  # (n,)
+        self.steps = torch.zeros(batch, dtype=torch.long, device=device)  # (n,) pieces decoded so far
+        values, final, keys_proj, mask = model.encode(src, src_len)
+        self.state = model.decoder.init_state(final)
+        self.stepper = make_stepper(model, keys_proj, values, mask)
+        self.prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
+        # histories, right-aligned: sentence b's are the last steps[b] columns
+        self.tokens = torch.empty((batch, 0), dtype=torch.long, device=device)  # (n, t)
+        src_cols = values.size(1)
+        self.attention = torch.empty((batch, 0, src_cols), device=device) if self.return_attention else None
+        self.heads: Tensor | None = None  # (n, h, t, S) once a step has given per-head weights
+        self.logit_buffer: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def prepare(self) -> list:
+        """Ready to join a pool: the state in the form the step returns it."""
+        self.state = self.stepper.prime_state(self.state)
+        return []
+
+    def _logits_out(self, rows: int) -> Tensor:
+        """(rows, V) of one buffer kept for every step: a fresh tensor this large each step costs page faults
+        (see ``Decoder.output_logits``)."""
+        output = self.model.decoder.output
+        if self.logit_buffer is None or self.logit_buffer.size(0) < rows:
+            self.logit_buffer = output.weight.new_empty((max(rows, 64), output.out_features))
+        return self.logit_buffer[:rows]
+
+    def advance(self) -> list[tuple[int, tuple[list[int], Tensor | None, Tensor | None]]]:
+        logits, self.state, weights = self.stepper.step(self.prev, self.state, 1, out=self._logits_out(len(self)))
+        self.prev = first_argmax(logits)  # (n,): the argmax of the log-probabilities too
+        self.steps += 1
+        self.tokens = torch.cat([self.tokens, self.prev.unsqueeze(1)], dim=1)
+        if self.return_attention:
+            self.attention = torch.cat([self.attention, weights.float().unsqueeze(1)], dim=1)
+        if self.return_heads:
+            heads = getattr(getattr(self.model.decoder, "attention", None), "last_head_weights", None)
+            if heads is not None:  # (n, h, src_len)
+                if self.heads is None:
+                    self.heads = heads.new_zeros((*heads.shape[:2], self.tokens.size(1) - 1, heads.size(2)))
+                self.heads = torch.cat([self.heads, heads.float().unsqueeze(2)], dim=2)
+        is_eos = self.prev == EOS_ID
+        stop = is_eos | (self.limits <= self.steps)
+        if not bool(stop.any()):
+            return []
+        completed = []
+        columns = self.tokens.size(1)
+        stopped = stop.nonzero().squeeze(1).tolist()
+        for b, steps, ended in zip(stopped, self.steps[stop].tolist(), is_eos[stop].tolist()):
+            first = columns - steps
+            ids = self.tokens[b, first : columns - int(ended)].tolist()  # the pieces before EOS
+            att = heads = None
+            if self.return_attention:  # one row per step, EOS's included
+                att = self.attention[b, first:, : self.lengths[b]].cpu()
+            if self.heads is not None:
+                heads = self.heads[b, :, first:, : self.lengths[b]].cpu()
+            completed.append((self.indices[b], (ids, att, heads)))
+        keep = (~stop).nonzero().squeeze(1).tolist()
+        self._keep(keep)
+        return completed
+
+    def _keep(self, keep: list[int]) -> None:
+        """Keep only these sentences (positions, ascending)."""
+        if keep and keep[-1] - keep[0] + 1 == len(keep):  # a run of sentences: views, no copies
+            rows: Tensor | slice = slice(keep[0], keep[-1] + 1)
+        else:
+            rows = torch.tensor(keep, dtype=torch.long, device=self.prev.device)
+        self.state, self.prev = reorder_state(self.state, rows), select_rows(self.prev, rows)
+        self.stepper.keep(rows)
+        self.limits, self.steps = select_rows(self.limits, rows), select_rows(self.steps, rows)
+        longest = int(self.steps.max()) if keep else 0  # older columns belong to no live sentence
+        self.tokens = select_rows(self.tokens, rows)[:, self.tokens.size(1) - longest :]
+        if self.attention is not None:
+            self.attention = select_rows(self.attention, rows)[:, self.attention.size(1) - longest :]
+        if self.heads is not None:
+            self.heads = select_rows(self.heads, rows)[:, :, self.heads.size(2) - longest :]
+        self.indices = [self.indices[b] for b in keep]
+        self.lengths = [self.lengths[b] for b in keep]
+
+    def take(self, count: int) -> GreedyGroup:
+        """A new group of the first ``count`` sentences; this one keeps the others."""
+        first = copy.copy(self)
+        first.stepper = copy.copy(self.stepper)
+        first._keep(list(range(count)))
+        self._keep(list(range(count, len(self))))
+        return first
+
+    def merge(self, other: GreedyGroup) -> GreedyGroup:
+        """Append the other group's sentences."""
+        self.stepper.merge(other.stepper, 1)
+        self.state = cat_states(self.state, other.state)
+        self.prev = torch.cat([self.prev, other.prev])
+        self.limits, self.steps = torch.cat([self.limits, other.limits]), torch.cat([self.steps, other.steps])
+        columns = max(self.tokens.size(1), other.tokens.size(1))
+        self.tokens = torch.cat([pad_history(self.tokens, columns), pad_history(other.tokens, columns)])
+        if self.attention is not None:
+            src_cols = max(self.attention.size(2), other.attention.size(2))
+            self.attention = torch.cat([pad_history(self.attention, columns, src_cols),
+                                        pad_history(other.attention, columns, src_cols)])
+        if self.heads is not None or other.heads is not None:
+            raise ValueError("per-head weights are kept for a single batch only (return_heads)")
+        self.indices += other.indices
+        self.lengths += other.lengths
+        return self
+
+
+def pad_history(history: Tensor, columns: int, src_cols: int | None = None) -> Tensor:
+    """A right-aligned history (rows, t[, S]) widened to ``columns`` steps on the left, and attention
+    to ``src_cols`` source positions on the right, with zeros (that nobody reads)."""
+    missing = columns - history.size(1)
+    if missing > 0:
+        history = torch.cat([history.new_zeros((history.size(0), missing, *history.shape[2:])), history], dim=1)
+    if src_cols is not None and src_cols > history.size(2):
+        history = torch.cat([history, history.new_zeros((*history.shape[:2], src_cols - history.size(2)))], dim=2)
+    return history
+
+
+@torch.inference_mode()
+def greedy_stream(model, batches: Iterable[Batch], capacity: int, return_attention: bool = False,
+                  max_len_ratio: float = MAX_LEN_RATIO, max_len_extra: int = MAX_LEN_EXTRA):
+    """Greedy-decode every sentence of ``batches`` with `decode_stream`, up to ``capacity`` sentences at
+    once: yields ``(index, (ids, attention or None, None))`` as sentences finish (see `greedy_decode`)."""
+    def start(src: Tensor, src_len: Tensor, indices: list[int]) -> GreedyGroup:
+        return GreedyGroup(model, src, src_len, indices, None, return_attention, False, max_len_ratio, max_len_extra)
+
+    yield from decode_stream(batches, start, capacity)
+
+
 @torch.inference_mode()
 def greedy_decode(
     model, src: Tensor, src_len: Tensor, max_len: int | None = None, return_attention: bool = False,
@@ -74,68 +221,17 @@ def greedy_decode(
     Sentences that have stopped leave the batch (their rows of the state and of the encoder outputs are
     dropped at the step they stop), so the later steps compute for the others only.
     """
-    return_attention = return_attention or return_heads
-    limits = output_limits(src_len, max_len, max_len_ratio, max_len_extra)  # (batch,)
-    batch_size, device = src.size(0), src.device
-    steps = int(limits.max()) if batch_size else 0
-    values, final, keys_proj, mask = model.encode(src, src_len)
-    state = model.decoder.init_state(final)
-    stepper = make_stepper(model, keys_proj, values, mask)
-    src_cols = values.size(1)
-    prev = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=device)
-    ids = torch.full((batch_size, max(steps, 1)), EOS_ID, dtype=torch.long, device=device)  # (batch, steps)
-    lengths_out = limits.clone()  # pieces written before EOS (or the limit), per sentence
-    ended = torch.zeros(batch_size, dtype=torch.bool, device=device)  # stopped by EOS (not by the limit)
-    attention = torch.zeros((batch_size, max(steps, 1), src_cols), device=device) if return_attention else None
-    head_steps: list[Tensor | None] = []
-    attention_module = getattr(model.decoder, "attention", None)
-    vocab = model.decoder.output.out_features
-    logit_buffer = torch.empty((batch_size, vocab), device=device, dtype=model.decoder.output.weight.dtype)
-    rows = torch.arange(batch_size, device=device)  # the sentences still decoded, in batch order
-    row_limits = limits
-    for step in range(steps):
-        n = rows.size(0)
-        logits, state, weights = stepper.step(prev, state, 1, out=logit_buffer[:n])
-        prev = first_argmax(logits)  # (n,): the argmax of the log-probabilities too
-        if n == batch_size:
-            ids[:, step] = prev
-            if return_attention:
-                attention[:, step] = weights.float()
-        else:
-            ids[:, step].index_copy_(0, rows, prev)
-            if return_attention:
-                attention[:, step].index_copy_(0, rows, weights.float())
-        if return_heads:
-            heads = getattr(attention_module, "last_head_weights", None)  # (n, h, src_len) or None
-            head_steps.append(None if heads is None else (rows, heads.float()))
-        is_eos = prev == EOS_ID
-        stop = is_eos | (row_limits <= step + 1)
-        if not bool(stop.any()):
-            continue
-        # pieces: the tokens before this step's EOS, or up to this step's token at the limit
-        lengths_out[rows[stop]] = step + 1 - is_eos[stop].long()
-        ended[rows[stop & is_eos]] = True
-        keep = ~stop
-        if not bool(keep.any()):
-            break
-        rows, row_limits, prev = rows[keep], row_limits[keep], prev[keep]
-        keep_rows = keep.nonzero().squeeze(1)
-        state = reorder_state(state, keep_rows)
-        stepper.keep(keep_rows)
-    counts = lengths_out.tolist()
-    hyps = [row[:count] for row, count in zip(ids.tolist(), counts)]
-    if not return_attention:
+    batch = src.size(0)
+    group = GreedyGroup(model, src, src_len, list(range(batch)), max_len, return_attention, return_heads,
+                        max_len_ratio, max_len_extra)
+    results: list = [([], None, None)] * batch
+    while len(group):
+        for index, result in group.advance():
+            results[index] = result
+    hyps = [ids for ids, _, _ in results]
+    if not (return_attention or return_heads):
         return hyps, None
-    att = attention.cpu()
-    lengths = src_len.tolist()
-    att_rows = [c + int(e) for c, e in zip(counts, ended.tolist())]  # + the step that wrote EOS
-    per_sentence = [att[i, : att_rows[i], : lengths[i]] for i in range(len(hyps))]
+    attention = [att for _, att, _ in results]
     if not return_heads:
-        return hyps, per_sentence
-    if not head_steps or any(step is None for step in head_steps):
-        return hyps, per_sentence, [None] * len(hyps)
-    heads_all = torch.zeros((batch_size, head_steps[0][1].size(1), len(head_steps), src_cols), device=device)
-    for step, (step_rows, step_heads) in enumerate(head_steps):
-        heads_all[:, :, step].index_copy_(0, step_rows, step_heads)
-    heads_all = heads_all.cpu()  # (batch, h, steps, src_len)
-    return hyps, per_sentence, [heads_all[i, :, : att_rows[i], : lengths[i]] for i in range(len(hyps))]
+        return hyps, attention
+    return hyps, attention, [heads for _, _, heads in results]

@@ -38,17 +38,56 @@ from ..model.attention import BahdanauAttention, masked_softmax
 from ..model.decoder import BahdanauDecoder
 
 
-def expand_rows(x, rows: Tensor):
+def select_rows(x: Tensor, rows: Tensor | slice, dim: int = 0) -> Tensor:
+    """Rows of a tensor along ``dim``: an index tensor copies them, a slice gives a view."""
+    if isinstance(rows, slice):
+        return x[(slice(None),) * dim + (rows,)]
+    return x.index_select(dim, rows)
+
+
+def expand_rows(x, rows: Tensor | slice):
     """Select batch rows of a tensor, or of every tensor in a tuple (multihead's (keys, values))."""
     if isinstance(x, tuple):
-        return tuple(t.index_select(0, rows) for t in x)
-    return x.index_select(0, rows)
+        return tuple(select_rows(t, rows) for t in x)
+    return select_rows(x, rows)
 
 
-def reorder_state(state: tuple[Tensor, Tensor | None], rows: Tensor) -> tuple[Tensor, Tensor | None]:
+def reorder_state(state: tuple[Tensor, Tensor | None], rows: Tensor | slice) -> tuple[Tensor, Tensor | None]:
     """Decoder state (hidden (layers, batch, H), extra (batch, ...) or None) -> the given batch rows."""
     hidden, extra = state
-    return hidden.index_select(1, rows), (None if extra is None else extra.index_select(0, rows))
+    return select_rows(hidden, rows, 1), (None if extra is None else select_rows(extra, rows))
+
+
+def pad_source(x, length: int):
+    """Encoder tensors widened with zeros to ``length`` source positions (the mask with False, so the new
+    positions get attention weight 0): (n, S, ...) tensors on dim 1, multi-head (keys, values) tuples,
+    (n, heads, S, d) each, on dim 2."""
+    if isinstance(x, tuple):
+        return tuple(_pad_dim(t, 2, length) for t in x)
+    return _pad_dim(x, 1, length)
+
+
+def _pad_dim(t: Tensor, dim: int, length: int) -> Tensor:
+    missing = length - t.size(dim)
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+
+def cat_sentences(a, b, length: int):
+    """Two sets of encoder tensors (tensors, or multi-head tuples) padded to ``length`` source positions and
+    concatenated along the batch."""
+    if isinstance(a, tuple):
+        return tuple(torch.cat([x, y]) for x, y in zip(pad_source(a, length), pad_source(b, length)))
+    return torch.cat([pad_source(a, length), pad_source(b, length)])
+
+
+def cat_states(a: tuple[Tensor, Tensor | None], b: tuple[Tensor, Tensor | None]) -> tuple[Tensor, Tensor | None]:
+    """Decoder states of two sets of rows, one after the other (``extra`` None in both or in neither)."""
+    extra = None if a[1] is None else torch.cat([a[1], b[1]])
+    return torch.cat([a[0], b[0]], dim=1), extra
 
 
 class GenericStepper:
@@ -70,11 +109,28 @@ class GenericStepper:
             self._repeat(width)
         return self.decoder.step_logits(prev, state, self.keys_proj, self.values, self.mask, out=out)
 
-    def keep(self, sentences: Tensor) -> None:
-        """Keep only these sentences (indices into the current ones, ascending)."""
-        rows = (sentences.unsqueeze(1) * self.width + torch.arange(self.width, device=sentences.device)).view(-1)
-        self.keys_proj, self.values = expand_rows(self.keys_proj, rows), self.values.index_select(0, rows)
-        self.mask = self.mask.index_select(0, rows)
+    def keep(self, sentences: Tensor | slice) -> None:
+        """Keep only these sentences (indices into the current ones, ascending, or a slice of them)."""
+        if isinstance(sentences, slice):
+            rows: Tensor | slice = slice(sentences.start * self.width, sentences.stop * self.width)
+        else:
+            rows = (sentences.unsqueeze(1) * self.width + torch.arange(self.width, device=sentences.device)).view(-1)
+        self.keys_proj, self.values = expand_rows(self.keys_proj, rows), select_rows(self.values, rows)
+        self.mask = select_rows(self.mask, rows)
+
+    def prime_state(self, state):
+        """The state in the form ``step`` returns it (unchanged here)."""
+        return state
+
+    def merge(self, other: GenericStepper, width: int) -> None:
+        """Append the other stepper's sentences (after this one's), both with ``width`` rows per sentence."""
+        for stepper in (self, other):
+            if stepper.width != width:
+                stepper._repeat(width)
+        length = max(self.mask.size(1), other.mask.size(1))
+        self.keys_proj = cat_sentences(self.keys_proj, other.keys_proj, length)
+        self.values = cat_sentences(self.values, other.values, length)
+        self.mask = cat_sentences(self.mask, other.mask, length)
 
 
 class BahdanauTables:
@@ -120,6 +176,13 @@ def shared_tables(model):
         _TABLES.pop(decoder, None)
 
 
+def hold_tables(model) -> None:
+    """Keep the decoder's tables for as long as the model lives, as if one `shared_tables` block stayed
+    open: for a model whose weights no longer change (a `Translator` loaded from a checkpoint), so that
+    every call after the first skips building them (30 ms for the benchmark model: one interactive line)."""
+    _TABLES.setdefault(model.decoder, None)
+
+
 def bahdanau_tables(decoder: BahdanauDecoder) -> BahdanauTables:
     """The decoder's tables: those of the open `shared_tables` block, else freshly built."""
     if decoder not in _TABLES:
@@ -156,7 +219,7 @@ class AdditiveBahdanauStepper:
         n, src_len, attn = self.keys_proj.shape
         rows = h.size(0)
         if hq is None:
-            hq = torch.addmm(tables.h_bias, h, tables.h_weight.t())  # (rows, 3H + A)
+            hq = self.prime_state(state)[1]  # (rows, 3H + A)
         gh, query = hq[:, : tables.gates], hq[:, tables.gates :]
         energy = torch.tanh(query.view(n, width, 1, attn) + self.keys_proj.unsqueeze(1))  # (n, width, S, A)
         weights = masked_softmax(torch.matmul(energy, tables.energy), self.mask)  # (n, width, S)
@@ -178,10 +241,24 @@ class AdditiveBahdanauStepper:
         logits = self.decoder.output_logits(pre, out)  # (rows, V)
         return logits, (h.unsqueeze(0), hq), weights.view(rows, src_len)
 
-    def keep(self, sentences: Tensor) -> None:
-        """Keep only these sentences (indices into the current ones, ascending)."""
-        self.keys_proj, self.values = self.keys_proj.index_select(0, sentences), self.values.index_select(0, sentences)
-        self.mask = self.mask.index_select(0, sentences)
+    def keep(self, sentences: Tensor | slice) -> None:
+        """Keep only these sentences (indices into the current ones, ascending, or a slice of them)."""
+        self.keys_proj, self.values = select_rows(self.keys_proj, sentences), select_rows(self.values, sentences)
+        self.mask = select_rows(self.mask, sentences)
+
+    def prime_state(self, state):
+        """The state in the form ``step`` returns it: with W_hh s + b_hh and W_q s + b_q in ``extra``."""
+        hidden, hq = state
+        if hq is None:
+            hq = torch.addmm(self.tables.h_bias, hidden[0], self.tables.h_weight.t())  # (rows, 3H + A)
+        return hidden, hq
+
+    def merge(self, other: AdditiveBahdanauStepper, width: int) -> None:
+        """Append the other stepper's sentences (after this one's); one copy per sentence, whatever the width."""
+        length = max(self.mask.size(1), other.mask.size(1))
+        self.keys_proj = cat_sentences(self.keys_proj, other.keys_proj, length)
+        self.values = cat_sentences(self.values, other.values, length)
+        self.mask = cat_sentences(self.mask, other.mask, length)
 
 
 def make_stepper(model, keys_proj, values: Tensor, mask: Tensor, project_values: bool = False):

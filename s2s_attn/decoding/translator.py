@@ -13,9 +13,9 @@ from ..data.batching import inference_batches, make_batch
 from ..data.tokenizer import Tokenizer
 from ..model.seq2seq import ModelConfig, Seq2Seq
 from ..training.checkpoint import CheckpointError, load_checkpoint, tensor_to_bytes
-from .beam import SearchSettings
-from .greedy import greedy_decode
-from .step import shared_tables
+from .beam import SearchSettings, beam_search_stream
+from .greedy import greedy_decode, greedy_stream
+from .step import hold_tables, shared_tables
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,15 @@ class Translator:
     """A model plus its tokenizers; ``translate`` maps raw sentences to raw translations."""
 
     def __init__(
-        self, model: Seq2Seq, tokenizer: Tokenizer, device: torch.device, max_src_pieces: int = 200
+        self, model: Seq2Seq, tokenizer: Tokenizer, device: torch.device, max_src_pieces: int = 200,
+        frozen: bool = False,
     ) -> None:
+        """``frozen``: the model's weights will not change any more (no training), so the decoding tables
+        built from them (`s2s_attn.decoding.step.hold_tables`) are kept across calls; a translator made
+        from a checkpoint is frozen, the trainer's validation translator is not."""
         self.model, self.tokenizer, self.device = model.eval(), tokenizer, device
+        if frozen:
+            hold_tables(model)
         self.max_src_pieces = max_src_pieces
         self.truncated = 0
         self.convert_source = None  # e.g. traditional -> simplified Chinese, as the training data was
@@ -78,7 +84,8 @@ class Translator:
             ) from None
         tokenizer = Tokenizer(tensor_to_bytes(payload["src_spm"]), tensor_to_bytes(payload["tgt_spm"]))
         dev = resolve_device(device)
-        translator = cls(model.to(dev), tokenizer, dev, int(payload["config"]["data"].get("max_src_pieces", 200)))
+        translator = cls(model.to(dev), tokenizer, dev, int(payload["config"]["data"].get("max_src_pieces", 200)),
+                         frozen=True)
         translator.config = payload["config"]
         from ..data.corpus import input_script_converter
 
@@ -102,24 +109,26 @@ class Translator:
         atts: list[torch.Tensor | None] = [None] * len(src_ids)
         heads: list[torch.Tensor | None] = [None] * len(src_ids)
         with shared_tables(self.model):  # the fast decoding step's tables: built once for all batches
-            for indices in inference_batches(src_ids, batch_size):
-                batch = make_batch([src_ids[i] for i in indices], None, indices).to(self.device)
-                head = None
-                if search.beam_size > 1:
-                    best = [hyps_[0] for hyps_ in search.search(self.model, batch.src, batch.src_len, return_attention)]
-                    out, att = [h.tokens for h in best], ([h.attention for h in best] if return_attention else None)
-                else:
+            if search.beam_size > 1:
+                for i, nbest in beam_search_stream(self.model, self.batches(src_ids, batch_size), batch_size, search,
+                                                   return_attention):
+                    hyps[i], atts[i] = nbest[0].tokens, nbest[0].attention
+            elif not return_heads:
+                for i, (ids, att, _) in greedy_stream(self.model, self.batches(src_ids, batch_size), batch_size,
+                                                      return_attention, search.max_len_ratio, search.max_len_extra):
+                    hyps[i], atts[i] = ids, att
+            else:  # per-head weights: a batch at a time
+                for indices in inference_batches(src_ids, batch_size):
+                    batch = make_batch([src_ids[i] for i in indices], None, indices).to(self.device)
                     decoded = greedy_decode(self.model, batch.src, batch.src_len, return_attention=return_attention,
                                             return_heads=return_heads, max_len_ratio=search.max_len_ratio,
                                             max_len_extra=search.max_len_extra)
-                    out, att = decoded[0], decoded[1]
-                    head = decoded[2] if return_heads else None
-                for j, i in enumerate(indices):
-                    hyps[i] = out[j]
-                    if att is not None:
-                        atts[i] = att[j]
-                    if head is not None:
-                        heads[i] = head[j]
+                    for j, i in enumerate(indices):
+                        hyps[i] = decoded[0][j]
+                        if return_attention:
+                            atts[i] = decoded[1][j]
+                        if return_heads:
+                            heads[i] = decoded[2][j]
         if return_heads:
             return hyps, atts, heads
         return (hyps, atts) if return_attention else hyps
@@ -161,12 +170,17 @@ class Translator:
         ranking score); an empty line gives an empty list."""
         todo, src_ids = self.encode_lines(lines)
         results: list[list[tuple[str, float, float]]] = [[] for _ in lines]
-        for indices in inference_batches(src_ids, batch_size):
-            batch = make_batch([src_ids[i] for i in indices], None, indices).to(self.device)
-            for j, hyps in zip(indices, search.search(self.model, batch.src, batch.src_len)):
+        with shared_tables(self.model):
+            for j, hyps in beam_search_stream(self.model, self.batches(src_ids, batch_size), batch_size, search):
                 texts = self.tokenizer.decode_tgt([h.tokens for h in hyps])
                 results[todo[j]] = [(text, h.score, h.norm_score) for text, h in zip(texts, hyps)]
         return results
+
+    def batches(self, src_ids: list[list[int]], batch_size: int):
+        """(src, src_len, indices) of batches of similar source length, on the device, shortest first."""
+        for indices in inference_batches(src_ids, batch_size):
+            batch = make_batch([src_ids[i] for i in indices], None, indices).to(self.device)
+            yield batch.src, batch.src_len, indices
 
     def attended(self, src_ids: list[int], out_ids: list[int], attention: torch.Tensor | None,
                  heads: torch.Tensor | None = None, source: str = "") -> AttendedTranslation:

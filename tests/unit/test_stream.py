@@ -1,0 +1,121 @@
+"""Continuous batching (`decode_stream`): the pool stays full, and a sentence decoded in a stream, next to
+sentences at other steps and padded to their source length, gets exactly what it gets alone."""
+
+import pytest
+import torch
+
+from s2s_attn.data.batching import inference_batches, make_batch
+from s2s_attn.data.tokenizer import EOS_ID
+from s2s_attn.decoding.beam import SearchSettings, beam_search, beam_search_stream
+from s2s_attn.decoding.greedy import greedy_decode, greedy_stream
+from s2s_attn.decoding.step import BahdanauTables, bahdanau_tables, hold_tables, shared_tables
+from s2s_attn.decoding.stream import decode_stream, refill_threshold
+
+# lengths from 2 to 9 pieces, so the pool's sentences have different source lengths and output limits
+SOURCES = [[5 + (7 * i + j) % 24 for j in range(2 + i % 8)] for i in range(13)]
+
+
+@pytest.fixture
+def model(any_tiny_model):
+    with torch.no_grad():
+        output = any_tiny_model.decoder.output
+        output.weight.mul_(15.0)
+        output.bias[EOS_ID] += 0.5  # outputs of different lengths: sentences finish at different steps
+    return any_tiny_model
+
+
+def batches(sources: list[list[int]], batch_size: int):
+    for indices in inference_batches(sources, batch_size):
+        batch = make_batch([sources[i] for i in indices], None, indices)
+        yield batch.src, batch.src_len, indices
+
+
+def alone(source: list[int]):
+    batch = make_batch([source], None, [0])
+    return batch.src, batch.src_len
+
+
+def test_a_greedy_stream_gives_each_sentence_what_it_gets_alone(model):
+    streamed = dict(greedy_stream(model, batches(SOURCES, 4), capacity=4, return_attention=True))
+    assert sorted(streamed) == list(range(len(SOURCES)))
+    for i, source in enumerate(SOURCES):
+        ids, attention = greedy_decode(model, *alone(source), return_attention=True)
+        assert streamed[i][0] == ids[0]
+        assert torch.allclose(streamed[i][1], attention[0], atol=1e-6)
+
+
+def test_a_beam_stream_gives_each_sentence_what_it_gets_alone(model):
+    search = SearchSettings(beam_size=3, nbest=2)
+    streamed = dict(beam_search_stream(model, batches(SOURCES, 4), 4, search, return_attention=True))
+    assert sorted(streamed) == list(range(len(SOURCES)))
+    for i, source in enumerate(SOURCES):
+        expected = beam_search(model, *alone(source), beam_size=3, nbest=2, return_attention=True)[0]
+        assert [h.tokens for h in streamed[i]] == [h.tokens for h in expected]
+        assert [h.score for h in streamed[i]] == pytest.approx([h.score for h in expected], abs=1e-5)
+        for got, want in zip(streamed[i], expected):
+            assert torch.allclose(got.attention, want.attention, atol=1e-6)
+
+
+class CountingGroup:
+    """A stand-in group: sentence i needs ``needs[i]`` steps; records the pool sizes it runs at."""
+
+    def __init__(self, indices: list[int], needs: dict[int, int], log: list[int]) -> None:
+        self.indices, self.needs, self.log = list(indices), needs, log
+        self.steps = {i: 0 for i in indices}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def prepare(self):
+        return []
+
+    def take(self, count: int):
+        first = CountingGroup(self.indices[:count], self.needs, self.log)
+        self.indices = self.indices[count:]
+        return first
+
+    def merge(self, other):
+        self.indices += other.indices
+        self.steps.update(other.steps)
+        return self
+
+    def advance(self):
+        self.log.append(len(self.indices))
+        for i in self.indices:
+            self.steps[i] += 1
+        done = [i for i in self.indices if self.steps[i] >= self.needs[i]]
+        self.indices = [i for i in self.indices if i not in done]
+        return [(i, self.steps[i]) for i in done]
+
+
+def test_the_pool_is_refilled_as_sentences_finish_and_never_exceeds_its_capacity():
+    needs = {i: 1 + (i * 7) % 11 for i in range(100)}  # 1 to 11 steps
+    stream_batches = [(None, None, list(range(start, min(start + 16, 100)))) for start in range(0, 100, 16)]
+    log: list[int] = []
+    results = dict(decode_stream(stream_batches, lambda src, src_len, indices: CountingGroup(indices, needs, log), 16))
+    assert results == needs  # every sentence once, after the steps it needed
+    assert max(log) == 16
+    threshold = refill_threshold(16)
+    # while sentences are waiting, the pool runs with fewer than capacity - threshold + 1 only never
+    assert min(log[: len(log) // 2]) > 16 - threshold
+    # batch at a time would need the longest sentence's steps for every batch of 16
+    assert len(log) < sum(max(needs[i] for i in indices) for _, _, indices in stream_batches)
+
+
+def test_capacity_must_be_positive():
+    with pytest.raises(ValueError, match="capacity"):
+        list(decode_stream([], lambda *batch: None, 0))
+
+
+def test_a_frozen_models_tables_are_kept_across_calls(tiny_model):
+    with torch.inference_mode():
+        with shared_tables(tiny_model):
+            first = bahdanau_tables(tiny_model.decoder)
+        with shared_tables(tiny_model):
+            assert bahdanau_tables(tiny_model.decoder) is not first  # weights may have changed in between
+        hold_tables(tiny_model)
+        with shared_tables(tiny_model):
+            held = bahdanau_tables(tiny_model.decoder)
+        with shared_tables(tiny_model):
+            assert bahdanau_tables(tiny_model.decoder) is held
+        assert isinstance(held, BahdanauTables)
