@@ -28,7 +28,6 @@ rewards hypotheses whose attention has covered the whole source).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from torch import Tensor
 from ..data.tokenizer import BOS_ID, EOS_ID
 from .greedy import MAX_LEN_EXTRA, MAX_LEN_RATIO, chunk_size, output_limits
 from .step import cat_states, make_stepper, reorder_state, select_rows
-from .stream import Batch, decode_stream
+from .stream import Batch, Group, decode_stream, pad_history
 
 LENGTH_PENALTIES = ("gnmt", "average", "none")
 
@@ -136,7 +135,7 @@ def select_candidates(log_probs: Tensor, scores: Tensor, count: int) -> tuple[Te
     return top_scores, origin, token
 
 
-class BeamGroup:
+class BeamGroup(Group):
     """Sentences beam-searched together, each at its own step (a group of `decode_stream`): every sentence
     has ``width`` live rows (1 before its first step, then ``beam_size``), sentence b owning rows
     b*width .. b*width+width-1. Finished hypotheses go to ``finished[index]``; a sentence is reported by
@@ -163,9 +162,6 @@ class BeamGroup:
         self.tokens = torch.empty((batch, 0), dtype=torch.long, device=device)  # (n * width, t)
         self.attention = torch.empty((batch, 0, values.size(1)), device=device) if self.track_attention else None
         self.logit_buffer: Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def _logits_out(self, rows: int) -> Tensor:
         """(rows, V) of one buffer kept for every step: a fresh tensor this large each step costs page faults
@@ -285,14 +281,6 @@ class BeamGroup:
             values = getattr(self, name)
             setattr(self, name, [values[b] for b in keep])
 
-    def take(self, count: int) -> BeamGroup:
-        """A new group of the first ``count`` sentences; this one keeps the others."""
-        first = copy.copy(self)
-        first.stepper = copy.copy(self.stepper)
-        first._keep(list(range(count)))
-        self._keep(list(range(count, len(self))))
-        return first
-
     def merge(self, other: BeamGroup) -> BeamGroup:
         """Append the other group's sentences (both with ``beam_size`` rows per sentence, or both still at
         their first step)."""
@@ -303,30 +291,14 @@ class BeamGroup:
         self.prev = torch.cat([self.prev, other.prev])
         self.scores = torch.cat([self.scores, other.scores])
         columns = max(self.tokens.size(1), other.tokens.size(1))
-        self.tokens = torch.cat([_pad_left(self.tokens, columns), _pad_left(other.tokens, columns)])
+        self.tokens = torch.cat([pad_history(self.tokens, columns), pad_history(other.tokens, columns)])
         if self.track_attention:
             src_cols = max(self.attention.size(2), other.attention.size(2))
-            self.attention = torch.cat([_pad_left(_pad_right(self.attention, src_cols), columns),
-                                        _pad_left(_pad_right(other.attention, src_cols), columns)])
+            self.attention = torch.cat([pad_history(self.attention, columns, src_cols),
+                                        pad_history(other.attention, columns, src_cols)])
         for name in ("indices", "limits", "lengths", "steps", "finished"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
-
-
-def _pad_left(history: Tensor, columns: int) -> Tensor:
-    """Right-aligned histories (rows, t, ...) widened to ``columns`` on the left (with zeros nobody reads)."""
-    missing = columns - history.size(1)
-    if missing <= 0:
-        return history
-    return torch.cat([history.new_zeros((history.size(0), missing, *history.shape[2:])), history], dim=1)
-
-
-def _pad_right(attention: Tensor, src_cols: int) -> Tensor:
-    """(rows, t, S) attention widened to ``src_cols`` source positions with zeros."""
-    missing = src_cols - attention.size(2)
-    if missing <= 0:
-        return attention
-    return torch.cat([attention, attention.new_zeros((*attention.shape[:2], missing))], dim=2)
 
 
 @torch.inference_mode()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from collections.abc import Iterable
@@ -12,7 +11,7 @@ from torch import Tensor
 
 from ..data.tokenizer import BOS_ID, EOS_ID
 from .step import cat_states, make_stepper, reorder_state, select_rows
-from .stream import Batch, decode_stream
+from .stream import Batch, Group, decode_stream, pad_history
 
 MAX_LEN_RATIO, MAX_LEN_EXTRA = 2.0, 10
 
@@ -56,7 +55,7 @@ def chunk_size(vocab: int) -> int:
     return max(aligned) if aligned else max(size for size in divisors if size <= limit)
 
 
-class GreedyGroup:
+class GreedyGroup(Group):
     """Sentences decoded greedily together, each at its own step (a group of `decode_stream`): one row per
     sentence. ``advance`` reports a sentence as ``(index, (ids, attention or None, heads or None))`` at the
     step it stops (see `greedy_decode` for the three)."""
@@ -83,9 +82,6 @@ class GreedyGroup:
         self.attention = torch.empty((batch, 0, src_cols), device=device) if self.return_attention else None
         self.heads: Tensor | None = None  # (n, h, t, S) once a step has given per-head weights
         self.logit_buffer: Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def prepare(self) -> list:
         """Ready to join a pool: the state in the form the step returns it."""
@@ -151,14 +147,6 @@ class GreedyGroup:
         self.indices = [self.indices[b] for b in keep]
         self.lengths = [self.lengths[b] for b in keep]
 
-    def take(self, count: int) -> GreedyGroup:
-        """A new group of the first ``count`` sentences; this one keeps the others."""
-        first = copy.copy(self)
-        first.stepper = copy.copy(self.stepper)
-        first._keep(list(range(count)))
-        self._keep(list(range(count, len(self))))
-        return first
-
     def merge(self, other: GreedyGroup) -> GreedyGroup:
         """Append the other group's sentences."""
         self.stepper.merge(other.stepper, 1)
@@ -176,17 +164,6 @@ class GreedyGroup:
         self.indices += other.indices
         self.lengths += other.lengths
         return self
-
-
-def pad_history(history: Tensor, columns: int, src_cols: int | None = None) -> Tensor:
-    """A right-aligned history (rows, t[, S]) widened to ``columns`` steps on the left, and attention
-    to ``src_cols`` source positions on the right, with zeros (that nobody reads)."""
-    missing = columns - history.size(1)
-    if missing > 0:
-        history = torch.cat([history.new_zeros((history.size(0), missing, *history.shape[2:])), history], dim=1)
-    if src_cols is not None and src_cols > history.size(2):
-        history = torch.cat([history, history.new_zeros((*history.shape[:2], src_cols - history.size(2)))], dim=2)
-    return history
 
 
 @torch.inference_mode()

@@ -23,12 +23,45 @@ sentence at a time (tests/unit/test_stream.py).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import torch
 from torch import Tensor
 
 Batch = tuple[Tensor, Tensor, list[int]]  # (src (n, S), src_len (n,), the sentences' indices)
+
+
+class Group:
+    """What greedy and beam groups share: ``take`` from ``_keep(positions)``, and their histories."""
+
+    stepper: Any
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _keep(self, keep: list[int]) -> None:
+        raise NotImplementedError
+
+    def take(self, count: int):
+        """A new group of the first ``count`` sentences; this one keeps the others."""
+        first = copy.copy(self)
+        first.stepper = copy.copy(self.stepper)
+        first._keep(list(range(count)))
+        self._keep(list(range(count, len(self))))
+        return first
+
+
+def pad_history(history: Tensor, columns: int, src_cols: int | None = None) -> Tensor:
+    """A right-aligned history (rows, t[, S]) widened to ``columns`` steps on the left, and attention
+    to ``src_cols`` source positions on the right, with zeros (that nobody reads)."""
+    missing = columns - history.size(1)
+    if missing > 0:
+        history = torch.cat([history.new_zeros((history.size(0), missing, *history.shape[2:])), history], dim=1)
+    if src_cols is not None and src_cols > history.size(2):
+        history = torch.cat([history, history.new_zeros((*history.shape[:2], src_cols - history.size(2)))], dim=2)
+    return history
 
 
 def refill_threshold(capacity: int) -> int:
