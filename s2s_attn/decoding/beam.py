@@ -37,8 +37,8 @@ from torch import Tensor
 
 from ..data.tokenizer import BOS_ID, EOS_ID
 from .greedy import MAX_LEN_EXTRA, MAX_LEN_RATIO, chunk_size, output_limits
-from .step import cat_states, make_stepper, reorder_state, select_rows
-from .stream import Batch, Group, decode_stream, pad_history
+from .step import cat_states, make_stepper, reorder_state
+from .stream import Batch, Compaction, Group, decode_stream, pad_history
 
 LENGTH_PENALTIES = ("gnmt", "average", "none")
 
@@ -138,8 +138,8 @@ def select_candidates(log_probs: Tensor, scores: Tensor, count: int) -> tuple[Te
 class BeamGroup(Group):
     """Sentences beam-searched together, each at its own step (a group of `decode_stream`): every sentence
     has ``width`` live rows (1 before its first step, then ``beam_size``), sentence b owning rows
-    b*width .. b*width+width-1. Finished hypotheses go to ``finished[index]``; a sentence is reported by
-    ``advance`` (as ``(index, its nbest hypotheses)``) once it is done."""
+    b*width .. b*width+width-1. Sentence b's finished hypotheses are kept in ``finished[b]``; a sentence is
+    reported by ``advance`` (as ``(index, its nbest hypotheses)``) once it is done."""
 
     def __init__(self, model, src: Tensor, src_len: Tensor, indices: list[int], search: SearchSettings,
                  return_attention: bool = False, max_len: int | None = None) -> None:
@@ -172,18 +172,21 @@ class BeamGroup(Group):
             self.logit_buffer = output.weight.new_empty((size, output.out_features))
         return self.logit_buffer[:rows]
 
-    def _finish(self, b: int, row: int, score: float, ended: bool, step_weights: Tensor | None) -> None:
+    def _finish(self, b: int, row: int, score: float, last: int | None, step_weights: Tensor | None) -> None:
+        """Sentence b's hypothesis that extends live row ``row`` (before this step's reordering) with EOS
+        (``last`` None) or, at the length limit, with the token ``last``; ``step_weights``: this step's
+        attention (rows, src_cols) when tracked."""
         steps = self.steps[b]
         out = self.tokens[row, self.tokens.size(1) - steps :].tolist()
-        length = len(out) + (1 if ended else 0)
+        if last is not None:
+            out.append(last)
+        length = steps + 1  # the tokens with EOS, or at the limit the tokens with the last one
         search = self.search
         norm = score / length_normaliser(length, search.length_penalty, search.alpha)
         att = None
         if self.track_attention:
-            att = self.attention[row, self.attention.size(1) - steps :]
-            if step_weights is not None:
-                att = torch.cat([att, step_weights[row].unsqueeze(0)], dim=0)  # (length, src_cols)
-            att = att[:, : self.lengths[b]].float()
+            att = torch.cat([self.attention[row, self.attention.size(1) - steps :], step_weights[row].unsqueeze(0)])
+            att = att[:, : self.lengths[b]].float()  # (length, src_len)
             norm += coverage_bonus(att.sum(dim=0), search.coverage_penalty)
         self.finished[b].append(Hypothesis(out, score, norm, att.cpu() if self.return_attention else None))
 
@@ -206,36 +209,27 @@ class BeamGroup(Group):
         top_scores, origin, token = select_candidates(log_probs, self.scores, min(2 * k, width * vocab))  # (n, 2k)
         is_eos = token == EOS_ID
         done = [False] * n
+        step_weights = weights.float() if self.track_attention else None
 
         # EOS extensions that rank among the first k are finished hypotheses
         eos_first_k = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
         if bool(eos_first_k.any()):
-            step_weights = weights.float() if self.track_attention else None
             for b, rank in eos_first_k.nonzero().tolist():
                 if len(self.finished[b]) < k:
-                    self._finish(b, b * width + int(origin[b, rank]), float(top_scores[b, rank]), True, step_weights)
+                    self._finish(b, b * width + int(origin[b, rank]), float(top_scores[b, rank]), None, step_weights)
                 done[b] = len(self.finished[b]) >= k
 
         # the best k extensions that do not end in EOS stay alive
         new_width = min(k, top_scores.size(1))
         alive_scores, pick = top_scores.masked_fill(is_eos, float("-inf")).topk(new_width, dim=1)  # (n, k)
         offsets = (torch.arange(n, device=top_scores.device) * width).unsqueeze(1)  # (n, 1)
-        next_rows = (offsets + origin.gather(1, pick)).view(-1)  # (n * k,) rows to continue
-        next_tokens = token.gather(1, pick).view(-1)
-        self.scores = alive_scores
-        self.state = reorder_state(state, next_rows)
-        self.tokens = torch.cat([self.tokens.index_select(0, next_rows), next_tokens.unsqueeze(1)], dim=1)
-        if self.track_attention:
-            step_att = weights.float().index_select(0, next_rows).unsqueeze(1)  # (n * k, 1, src_cols)
-            self.attention = torch.cat([self.attention.index_select(0, next_rows), step_att], dim=1)
-        self.width = width = new_width  # k after the first step
-        self.prev = next_tokens
-        self.steps = [steps + 1 for steps in self.steps]
+        next_rows = offsets + origin.gather(1, pick)  # (n, k) rows to continue
+        next_tokens = token.gather(1, pick)  # (n, k)
 
         # a sentence with nbest finished hypotheses stops once none of its live ones ranks above its best
         # finished one any more (at their current length, as Hugging Face's beam search does); at its
         # length limit its live hypotheses count as finished (without EOS)
-        normalisers = [length_normaliser(steps, search.length_penalty, search.alpha) for steps in self.steps]
+        normalisers = [length_normaliser(steps + 1, search.length_penalty, search.alpha) for steps in self.steps]
         live_best = (alive_scores[:, 0] / torch.tensor(normalisers, device=alive_scores.device)).tolist()
         for b in range(n):
             hyps = self.finished[b]
@@ -243,43 +237,55 @@ class BeamGroup(Group):
                 continue
             if len(hyps) >= search.nbest and max(h.norm_score for h in hyps) >= live_best[b]:
                 done[b] = True
-            elif self.limits[b] <= self.steps[b]:
-                for beam in range(width):
-                    score = float(self.scores[b, beam])
+            elif self.limits[b] <= self.steps[b] + 1:
+                for beam, score in enumerate(alive_scores[b].tolist()):
                     if math.isfinite(score) and len(hyps) < k:
-                        self._finish(b, b * width + beam, score, False, None)
+                        self._finish(b, int(next_rows[b, beam]), score, int(next_tokens[b, beam]), step_weights)
                 done[b] = True
 
+        # carry the live rows of the sentences still searched (the others leave, so the next steps compute
+        # only for these), in one gather per tensor
+        compaction = Compaction([b for b in range(n) if not done[b]], n)
+        carried = compaction.select(next_rows).reshape(-1)  # (kept * k,)
+        self.state = reorder_state(state, carried)
+        self.prev = compaction.select(next_tokens).reshape(-1)
+        self.scores = compaction.select(alive_scores)
+        longest = max((steps + 1 for b, steps in enumerate(self.steps) if not done[b]), default=0)
+        history = self.tokens[:, self.tokens.size(1) - (longest - 1) :] if longest else self.tokens[:, :0]
+        self.tokens = torch.cat([history.index_select(0, carried), self.prev.unsqueeze(1)], dim=1)
+        if self.track_attention:
+            history = self.attention[:, self.attention.size(1) - (longest - 1) :] if longest else self.attention[:, :0]
+            step_att = step_weights.index_select(0, carried).unsqueeze(1)  # (kept * k, 1, src_cols)
+            self.attention = torch.cat([history.index_select(0, carried), step_att], dim=1)
+        self.width = new_width  # k after the first step
+        self.steps = [steps + 1 for steps in self.steps]
+        if compaction.keeps_all:
+            return []
         completed = [(self.indices[b], self._best(b)) for b in range(n) if done[b]]
-        if completed:
-            # drop the finished sentences' rows, so the next steps compute only for sentences still searched
-            self._keep([b for b in range(n) if not done[b]])
+        self.stepper.keep(compaction)
+        self._reorder_lists(compaction)
         return completed
 
     def _best(self, b: int) -> list[Hypothesis]:
         return sorted(self.finished[b], key=lambda h: h.norm_score, reverse=True)[: self.search.nbest]
 
-    def _keep(self, keep: list[int]) -> None:
-        """Keep only these sentences (positions, ascending)."""
-        width = self.width
-        if keep and keep == list(range(keep[0], keep[-1] + 1)):  # a run of sentences: views, no copies
-            sentences: Tensor | slice = slice(keep[0], keep[-1] + 1)
-            keep_rows: Tensor | slice = slice(keep[0] * width, (keep[-1] + 1) * width)
-        else:
-            device = self.prev.device
-            sentences = torch.tensor(keep, dtype=torch.long, device=device)
-            keep_rows = torch.tensor([b * width + j for b in keep for j in range(width)], dtype=torch.long,
-                                     device=device)
-        self.state, self.prev = reorder_state(self.state, keep_rows), select_rows(self.prev, keep_rows)
-        self.stepper.keep(sentences)
-        longest = max((self.steps[b] for b in keep), default=0)  # older columns belong to no live sentence
-        self.tokens = select_rows(self.tokens, keep_rows)[:, self.tokens.size(1) - longest :]
-        if self.track_attention:
-            self.attention = select_rows(self.attention, keep_rows)[:, self.attention.size(1) - longest :]
-        self.scores = select_rows(self.scores, sentences)
+    def _reorder_lists(self, compaction: Compaction) -> None:
         for name in ("indices", "limits", "lengths", "steps", "finished"):
-            values = getattr(self, name)
-            setattr(self, name, [values[b] for b in keep])
+            setattr(self, name, compaction.reorder(getattr(self, name)))
+
+    def _keep(self, compaction: Compaction) -> None:
+        """Keep only the sentences the compaction keeps, in its order."""
+        width = self.width
+        longest = max((self.steps[b] for b in compaction.order), default=0)  # older columns belong to no one
+        hidden, extra = self.state
+        self.state = (compaction.apply(hidden, width, dim=1), None if extra is None else compaction.apply(extra, width))
+        self.prev = compaction.apply(self.prev, width)
+        self.stepper.keep(compaction)
+        self.tokens = compaction.apply(self.tokens, width)[:, self.tokens.size(1) - longest :]
+        if self.track_attention:
+            self.attention = compaction.apply(self.attention, width)[:, self.attention.size(1) - longest :]
+        self.scores = compaction.apply(self.scores)
+        self._reorder_lists(compaction)
 
     def merge(self, other: BeamGroup) -> BeamGroup:
         """Append the other group's sentences (both with ``beam_size`` rows per sentence, or both still at

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from ..data.tokenizer import BOS_ID, EOS_ID
-from .step import cat_states, make_stepper, reorder_state, select_rows
-from .stream import Batch, Group, decode_stream, pad_history
+from .step import cat_states, make_stepper
+from .stream import Batch, Compaction, Group, decode_stream, pad_history
 
 MAX_LEN_RATIO, MAX_LEN_EXTRA = 2.0, 10
 
@@ -125,27 +125,24 @@ class GreedyGroup(Group):
             if self.heads is not None:
                 heads = self.heads[b, :, first:, : self.lengths[b]].cpu()
             completed.append((self.indices[b], (ids, att, heads)))
-        keep = (~stop).nonzero().squeeze(1).tolist()
-        self._keep(keep)
+        self._keep(Compaction((~stop).nonzero().squeeze(1).tolist(), len(self)))
         return completed
 
-    def _keep(self, keep: list[int]) -> None:
-        """Keep only these sentences (positions, ascending)."""
-        if keep and keep[-1] - keep[0] + 1 == len(keep):  # a run of sentences: views, no copies
-            rows: Tensor | slice = slice(keep[0], keep[-1] + 1)
-        else:
-            rows = torch.tensor(keep, dtype=torch.long, device=self.prev.device)
-        self.state, self.prev = reorder_state(self.state, rows), select_rows(self.prev, rows)
-        self.stepper.keep(rows)
-        self.limits, self.steps = select_rows(self.limits, rows), select_rows(self.steps, rows)
-        longest = int(self.steps.max()) if keep else 0  # older columns belong to no live sentence
-        self.tokens = select_rows(self.tokens, rows)[:, self.tokens.size(1) - longest :]
+    def _keep(self, compaction: Compaction) -> None:
+        """Keep only the sentences the compaction keeps, in its order."""
+        keep = compaction.apply
+        self.state = (keep(self.state[0], dim=1), None if self.state[1] is None else keep(self.state[1]))
+        self.prev = keep(self.prev)
+        self.stepper.keep(compaction)
+        self.limits, self.steps = keep(self.limits), keep(self.steps)
+        longest = int(self.steps.max()) if compaction.count else 0  # older columns belong to no live sentence
+        self.tokens = keep(self.tokens)[:, self.tokens.size(1) - longest :]
         if self.attention is not None:
-            self.attention = select_rows(self.attention, rows)[:, self.attention.size(1) - longest :]
+            self.attention = keep(self.attention)[:, self.attention.size(1) - longest :]
         if self.heads is not None:
-            self.heads = select_rows(self.heads, rows)[:, :, self.heads.size(2) - longest :]
-        self.indices = [self.indices[b] for b in keep]
-        self.lengths = [self.lengths[b] for b in keep]
+            self.heads = keep(self.heads)[:, :, self.heads.size(2) - longest :]
+        self.indices = compaction.reorder(self.indices)
+        self.lengths = compaction.reorder(self.lengths)
 
     def merge(self, other: GreedyGroup) -> GreedyGroup:
         """Append the other group's sentences."""

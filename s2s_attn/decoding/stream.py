@@ -34,23 +34,101 @@ Batch = tuple[Tensor, Tensor, list[int]]  # (src (n, S), src_len (n,), the sente
 
 
 class Group:
-    """What greedy and beam groups share: ``take`` from ``_keep(positions)``, and their histories."""
+    """What greedy and beam groups share: ``take`` from ``_keep(Compaction)``, and their histories."""
 
     stepper: Any
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _keep(self, keep: list[int]) -> None:
+    def _keep(self, compaction: Compaction) -> None:
         raise NotImplementedError
 
     def take(self, count: int):
         """A new group of the first ``count`` sentences; this one keeps the others."""
         first = copy.copy(self)
         first.stepper = copy.copy(self.stepper)
-        first._keep(list(range(count)))
-        self._keep(list(range(count, len(self))))
+        # runs of sentences: views, each group its own rows of the tensors they now share
+        first._keep(Compaction(list(range(count)), len(self), split=True))
+        self._keep(Compaction(list(range(count, len(self))), len(self), split=True))
         return first
+
+
+class Compaction:
+    """How a group of ``size`` sentences drops those that are done: ``keep`` (positions, ascending) -> new
+    positions.
+
+    A run of consecutive positions becomes a view (a slice, no copy). Otherwise the kept sentences that sit
+    beyond the new size move, in place, into the holes the finished ones left below it, and the tensor is cut
+    to the new size: a step copies the rows of the few sentences that move, not the whole pool. The new order
+    is ``order`` (new position -> old position), which lists and per-row tensors follow.
+
+    In place is safe: the moves read rows at or beyond the new size and write rows below it, so applying a
+    compaction twice to one storage (a tensor that two names share) gives the same result, and they stay
+    within the group's own rows (after `Group.take` two groups share a storage, each its own run of rows).
+    """
+
+    def __init__(self, keep: list[int], size: int, split: bool = False) -> None:
+        self.count = len(keep)
+        self.split = split  # made by `Group.take`: the rows left behind belong to another group now
+        self.keeps_all = self.count == size  # nothing to do
+        self.run: slice | None = None
+        self.holes: list[int] = []
+        self.movers: list[int] = []
+        self._indices: dict = {}
+        if keep and keep[-1] - keep[0] + 1 == len(keep):
+            self.run = slice(keep[0], keep[-1] + 1)
+            self.order = list(keep)
+            return
+        kept = set(keep)
+        self.holes = [b for b in range(self.count) if b not in kept]
+        self.movers = [b for b in keep if b >= self.count]
+        self.order = list(range(self.count))
+        for hole, mover in zip(self.holes, self.movers):
+            self.order[hole] = mover
+
+    def _rows(self, which: str, width: int, device) -> Tensor:
+        """The rows of the holes or of the movers, as an index tensor (made once per width and device)."""
+        key = (which, width, str(device))
+        if key not in self._indices:
+            positions = self.holes if which == "holes" else self.movers
+            rows = [b * width + j for b in positions for j in range(width)]
+            self._indices[key] = torch.tensor(rows, dtype=torch.long, device=device)
+        return self._indices[key]
+
+    def select(self, x: Tensor) -> Tensor:
+        """The kept sentences' rows of ``x`` in the new order, without touching ``x``: a view for a run, else
+        a copy."""
+        if self.keeps_all:
+            return x
+        if self.run is not None:
+            return x[self.run]
+        if "order" not in self._indices:
+            self._indices["order"] = torch.tensor(self.order, dtype=torch.long, device=x.device)
+        return x.index_select(0, self._indices["order"])
+
+    def apply(self, x: Tensor, width: int = 1, dim: int = 0) -> Tensor:
+        """The kept sentences' rows of ``x`` (``width`` consecutive rows per sentence along ``dim``), in the
+        new order: a view of ``x``, whose rows may have moved in place."""
+        if self.keeps_all:
+            return x
+        if self.run is not None:
+            rows = slice(self.run.start * width, self.run.stop * width)
+            return x[(slice(None),) * dim + (rows,)]
+        if self.holes:
+            moved = x.index_select(dim, self._rows("movers", width, x.device))
+            x.index_copy_(dim, self._rows("holes", width, x.device), moved)
+        return x.narrow(dim, 0, self.count * width)
+
+    def apply_all(self, x, width: int = 1, dim: int = 0):
+        """`apply` to a tensor or to each tensor of a tuple (multi-head attention's (keys, values))."""
+        if isinstance(x, tuple):
+            return tuple(self.apply(t, width, dim) for t in x)
+        return self.apply(x, width, dim)
+
+    def reorder(self, values: list) -> list:
+        """A per-sentence list in the new order."""
+        return [values[b] for b in self.order]
 
 
 def pad_history(history: Tensor, columns: int, src_cols: int | None = None) -> Tensor:

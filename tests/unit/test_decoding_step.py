@@ -16,6 +16,7 @@ from s2s_attn.decoding.step import (
     reorder_state,
     shared_tables,
 )
+from s2s_attn.decoding.stream import Compaction
 
 
 @pytest.mark.parametrize("vocab", [1, 2, 7, 25, 64, 100, 8000, 16000, 31999])
@@ -88,7 +89,7 @@ def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, atten
             if step <= 1:
                 assert torch.all(weights_f.view(3, width, -1)[1, :, 3:] == 0)  # padding of the 2-piece source
             if step == 1:  # the second sentence is done
-                keep = torch.tensor([0, 2])
+                keep = Compaction([0, 2], 3)  # the third sentence moves into the second one's place
                 fast.keep(keep)
                 plain.keep(keep)
                 rows = torch.tensor([0, 1, 2, 6, 7, 8])

@@ -9,10 +9,12 @@ from s2s_attn.data.tokenizer import EOS_ID
 from s2s_attn.decoding.beam import SearchSettings, beam_search, beam_search_stream
 from s2s_attn.decoding.greedy import greedy_decode, greedy_stream
 from s2s_attn.decoding.step import BahdanauTables, bahdanau_tables, hold_tables, shared_tables
-from s2s_attn.decoding.stream import decode_stream, refill_threshold
+from s2s_attn.decoding.stream import Compaction, decode_stream, refill_threshold
 
 # lengths from 2 to 9 pieces, so the pool's sentences have different source lengths and output limits
 SOURCES = [[5 + (7 * i + j) % 24 for j in range(2 + i % 8)] for i in range(13)]
+# lengths from 2 to 38: newcomers longer than the pool's buffers have room for (SOURCE_ROOM) make it widen them
+GROWING = [[5 + (3 * i + j) % 24 for j in range(2 + 3 * i)] for i in range(13)]
 
 
 @pytest.fixture
@@ -35,25 +37,53 @@ def alone(source: list[int]):
     return batch.src, batch.src_len
 
 
-def test_a_greedy_stream_gives_each_sentence_what_it_gets_alone(model):
-    streamed = dict(greedy_stream(model, batches(SOURCES, 4), capacity=4, return_attention=True))
-    assert sorted(streamed) == list(range(len(SOURCES)))
-    for i, source in enumerate(SOURCES):
+@pytest.mark.parametrize("sources", [SOURCES, GROWING], ids=["mixed", "growing"])
+def test_a_greedy_stream_gives_each_sentence_what_it_gets_alone(model, sources):
+    streamed = dict(greedy_stream(model, batches(sources, 4), capacity=4, return_attention=True))
+    assert sorted(streamed) == list(range(len(sources)))
+    for i, source in enumerate(sources):
         ids, attention = greedy_decode(model, *alone(source), return_attention=True)
         assert streamed[i][0] == ids[0]
         assert torch.allclose(streamed[i][1], attention[0], atol=1e-6)
 
 
-def test_a_beam_stream_gives_each_sentence_what_it_gets_alone(model):
+@pytest.mark.parametrize("sources", [SOURCES, GROWING], ids=["mixed", "growing"])
+def test_a_beam_stream_gives_each_sentence_what_it_gets_alone(model, sources):
     search = SearchSettings(beam_size=3, nbest=2)
-    streamed = dict(beam_search_stream(model, batches(SOURCES, 4), 4, search, return_attention=True))
-    assert sorted(streamed) == list(range(len(SOURCES)))
-    for i, source in enumerate(SOURCES):
+    streamed = dict(beam_search_stream(model, batches(sources, 4), 4, search, return_attention=True))
+    assert sorted(streamed) == list(range(len(sources)))
+    for i, source in enumerate(sources):
         expected = beam_search(model, *alone(source), beam_size=3, nbest=2, return_attention=True)[0]
         assert [h.tokens for h in streamed[i]] == [h.tokens for h in expected]
         assert [h.score for h in streamed[i]] == pytest.approx([h.score for h in expected], abs=1e-5)
         for got, want in zip(streamed[i], expected):
             assert torch.allclose(got.attention, want.attention, atol=1e-6)
+
+
+def test_a_compaction_moves_the_kept_sentences_beyond_the_new_size_into_the_holes():
+    rows = torch.arange(12).view(6, 2)  # 6 sentences, 2 rows each -> (12,) would be width 2
+    compaction = Compaction([0, 2, 4, 5], 6)  # holes at 1 and 3 take sentences 4 and 5
+    assert compaction.order == [0, 4, 2, 5]
+    assert compaction.reorder(list("abcdef")) == ["a", "e", "c", "f"]
+    kept = compaction.apply(rows.clone())
+    assert kept.tolist() == [[0, 1], [8, 9], [4, 5], [10, 11]]
+    assert compaction.select(rows).tolist() == kept.tolist()  # the same rows, without touching the input
+    flat = torch.arange(12)
+    assert compaction.apply(flat.clone(), width=2).tolist() == kept.view(-1).tolist()
+    twice = rows.clone()
+    compaction.apply(twice)
+    assert compaction.apply(twice).tolist() == kept.tolist()  # a second pass over one storage changes nothing
+    hidden = torch.arange(12).view(1, 6, 2)
+    assert compaction.apply(hidden.clone(), dim=1)[0].tolist() == kept.tolist()
+
+
+def test_a_run_of_kept_sentences_is_a_view_and_keeping_all_is_a_no_op():
+    rows = torch.arange(12).view(6, 2)
+    run = Compaction([2, 3, 4], 6).apply(rows)
+    assert run.data_ptr() == rows[2].data_ptr() and run.tolist() == rows[2:5].tolist()
+    assert Compaction([0, 1, 2, 3, 4, 5], 6).keeps_all
+    assert Compaction([0, 1, 2, 3, 4, 5], 6).apply(rows) is rows
+    assert Compaction([], 6).apply(rows).shape == (0, 2)
 
 
 class CountingGroup:
