@@ -163,15 +163,6 @@ class BeamGroup(Group):
         self.attention = torch.empty((batch, 0, values.size(1)), device=device) if self.track_attention else None
         self.logit_buffer: Tensor | None = None
 
-    def _logits_out(self, rows: int) -> Tensor:
-        """(rows, V) of one buffer kept for every step: a fresh tensor this large each step costs page faults
-        (see ``Decoder.output_logits``)."""
-        output = self.model.decoder.output
-        if self.logit_buffer is None or self.logit_buffer.size(0) < rows:
-            size = max(rows, len(self) * self.search.beam_size)
-            self.logit_buffer = output.weight.new_empty((size, output.out_features))
-        return self.logit_buffer[:rows]
-
     def _finish(self, b: int, row: int, score: float, last: int | None, step_weights: Tensor | None) -> None:
         """Sentence b's hypothesis that extends live row ``row`` (before this step's reordering) with EOS
         (``last`` None) or, at the length limit, with the token ``last``; ``step_weights``: this step's
@@ -199,7 +190,8 @@ class BeamGroup(Group):
         search, k = self.search, self.search.beam_size
         n, width = len(self), self.width
         rows = n * width
-        logits, state, weights = self.stepper.step(self.prev, self.state, width, out=self._logits_out(rows))
+        out = self._logits_out(rows, n * k)
+        logits, state, weights = self.stepper.step(self.prev, self.state, width, out=out)
         if logits.dtype == torch.float32 and logits.is_contiguous():
             # row by row, each row read before it is written: in place gives the same values
             log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # (n * width, V)

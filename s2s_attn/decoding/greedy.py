@@ -88,16 +88,8 @@ class GreedyGroup(Group):
         self.state = self.stepper.prime_state(self.state)
         return []
 
-    def _logits_out(self, rows: int) -> Tensor:
-        """(rows, V) of one buffer kept for every step: a fresh tensor this large each step costs page faults
-        (see ``Decoder.output_logits``)."""
-        output = self.model.decoder.output
-        if self.logit_buffer is None or self.logit_buffer.size(0) < rows:
-            self.logit_buffer = output.weight.new_empty((max(rows, 64), output.out_features))
-        return self.logit_buffer[:rows]
-
     def advance(self) -> list[tuple[int, tuple[list[int], Tensor | None, Tensor | None]]]:
-        logits, self.state, weights = self.stepper.step(self.prev, self.state, 1, out=self._logits_out(len(self)))
+        logits, self.state, weights = self.stepper.step(self.prev, self.state, 1, out=self._logits_out(len(self), 64))
         self.prev = first_argmax(logits)  # (n,): the argmax of the log-probabilities too
         self.steps += 1
         self.tokens = torch.cat([self.tokens, self.prev.unsqueeze(1)], dim=1)

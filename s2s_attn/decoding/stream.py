@@ -37,12 +37,22 @@ class Group:
     """What greedy and beam groups share: ``take`` from ``_keep(Compaction)``, and their histories."""
 
     stepper: Any
+    model: Any
+    logit_buffer: Tensor | None
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def _keep(self, compaction: Compaction) -> None:
         raise NotImplementedError
+
+    def _logits_out(self, rows: int, reserve: int) -> Tensor:
+        """(rows, V) of one buffer kept for every step, made for at least ``reserve`` rows: a fresh tensor this
+        large each step costs page faults (see ``Decoder.output_logits``)."""
+        output = self.model.decoder.output
+        if self.logit_buffer is None or self.logit_buffer.size(0) < rows:
+            self.logit_buffer = output.weight.new_empty((max(rows, reserve), output.out_features))
+        return self.logit_buffer[:rows]
 
     def take(self, count: int):
         """A new group of the first ``count`` sentences; this one keeps the others."""
