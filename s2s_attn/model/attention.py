@@ -62,7 +62,7 @@ def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
     """
     if scores.dim() == 3:
         mask = mask.unsqueeze(1)  # (batch, 1, src_len)
-    scores = scores.float().masked_fill(~mask, float("-inf"))
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32)).masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
     # rows with no real token are all -inf -> NaN; make them 0 (and keep padding exactly 0)
     return torch.nan_to_num(weights, nan=0.0)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .attention import Attention
 from .dropout import Dropout
+from .recurrence import additive_recurrence, fused_recurrence_applies
 from .registry import Registry
 
 DECODER_REGISTRY = Registry("model.decoder")
@@ -200,6 +201,9 @@ class BahdanauDecoder(Decoder):
         self.output = nn.Linear(output_size, vocab_size)
         if tie_embeddings:
             self.tie_output_to_embedding(self.output, self.embedding)
+        # teacher forcing runs the step loop as one autograd function where it applies (model/recurrence.py);
+        # False keeps the plain loop (tests compare the two)
+        self.fused_recurrence = True
 
     def init_state(self, encoder_final: Tensor) -> tuple[Tensor, None]:
         """encoder_final: (batch, encoder_size) -> hidden (layers, batch, hidden_size)."""
@@ -222,6 +226,10 @@ class BahdanauDecoder(Decoder):
         emb = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
         emb_gates = self.rnn.embed_gates(emb)  # (batch, tgt_len, 3H)
         hidden, _ = self.init_state(encoder_final)
+        if fused_recurrence_applies(self, emb_gates):  # the same loop as one function with its own backward
+            tops_t, contexts_t, attention = additive_recurrence(self, emb_gates, hidden[0], keys_proj, values, src_mask)
+            features = self._pre_output(self.dropout(tops_t), contexts_t, emb)  # (batch, tgt_len, output_size)
+            return features, attention
         context_weight = self.rnn.context_weight()  # (3H, enc), sliced once (see GRUCellStack)
         tops, contexts, attentions = [], [], []
         # unbind: one backward for all steps (indexing emb_gates[:, t] would give each step's backward a

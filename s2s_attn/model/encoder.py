@@ -1,4 +1,8 @@
-"""Recurrent encoder: embeddings -> multi-layer bidirectional GRU over packed sequences."""
+"""Recurrent encoder: embeddings -> multi-layer bidirectional GRU over packed sequences.
+
+One bidirectional fp32 layer (the default) runs as `recurrence.BidirectionalGRU`, the same function with a
+backward that computes W_hh's gradient once for all steps (``nn.GRU``'s CPU backward over packed sequences
+computes it, and a zero-filled gradient of all input gates, at every step)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .dropout import Dropout
+from .recurrence import bidirectional_gru, fused_encoder_applies
 
 
 class GRUEncoder(nn.Module):
@@ -41,10 +46,16 @@ class GRUEncoder(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.num_directions = 2 if bidirectional else 1
+        # one bidirectional layer runs as one autograd function (model/recurrence.py); False keeps nn.GRU over
+        # packed sequences (tests compare the two)
+        self.fused = True
         self.output_size = hidden_size * self.num_directions
 
     def forward(self, src: Tensor, src_len: Tensor) -> tuple[Tensor, Tensor]:
         embedded = self.dropout(self.embedding(src))  # (batch, src_len, emb)
+        if self.fused and fused_encoder_applies(self.rnn, embedded):  # the same GRU with its own backward
+            outputs, h_n = bidirectional_gru(self.rnn, embedded, src_len)
+            return self.dropout(outputs), torch.cat(list(h_n), dim=-1)
         packed = pack_padded_sequence(
             embedded, src_len.cpu(), batch_first=True, enforce_sorted=False
         )

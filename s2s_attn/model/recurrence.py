@@ -1,0 +1,249 @@
+"""Training's recurrent loops as autograd functions with their own backward.
+
+`AdditiveRecurrence` is the Bahdanau decoder's loop over the target with additive attention;
+`BidirectionalGRU` is the encoder's bidirectional GRU layer (as ``nn.GRU`` over packed sequences computes it).
+Both compute every weight gradient once after the loop, as one large product over all steps.
+
+The decoder's loop
+------------------
+
+`BahdanauDecoder.features` runs this instead of its step-by-step loop when it applies
+(`fused_recurrence_applies`: one GRU layer, additive attention, no autocast). The function computes the same
+thing as the loop, with the products grouped differently:
+
+* forward, per step: one product for the previous state's two uses, ``[W_hh; W_q] s_{t-1}`` (the GRU's
+  hidden gates and the attention query), the attention, and the context's part of the GRU input gates;
+* backward, per step: only what the next (earlier) step needs, the gradients of s_{t-1} and of the
+  context (two products, (batch, 3H + A) x (3H + A, H) and (batch, 3H) x (3H, C));
+* backward, once after the loop: every weight gradient, and that of the encoder outputs, as one large
+  product over all steps (``d[W_hh; W_q] = sum_t dhq_t^T s_{t-1}`` as (3H + A, steps x batch) x
+  (steps x batch, H)) instead of one small product and one weight-sized addition per step, which is how
+  autograd computes the loop's.
+
+Shapes: batch B, target steps T, source positions S, hidden H, encoder size C, attention size A, gates G = 3H.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class AdditiveRecurrence(torch.autograd.Function):
+    """(emb_gates, h0, keys_proj, values, mask, ctx_weight, hq_weight, hq_bias, energy_weight) ->
+    (tops (B, T, H), contexts (B, T, C), attention (B, T, S)).
+
+    emb_gates: (B, T, G) the embeddings' part of the GRU input gates, input bias included; h0: (B, H);
+    keys_proj: (B, S, A) = W_k k_j; values: (B, S, C); mask: (B, S) True = real source position;
+    ctx_weight: (G, C) the context columns of W_ih; hq_weight: (G + A, H) = [W_hh; W_q];
+    hq_bias: (G + A,) = [b_hh; b_q]; energy_weight: (A,) = v.
+    """
+
+    @staticmethod
+    def forward(ctx, emb_gates, h0, keys_proj, values, mask, ctx_weight, hq_weight, hq_bias, energy_weight):
+        batch, steps, gates = emb_gates.shape
+        size = h0.size(1)
+        # time-major records for the backward: record[t] is one contiguous block
+        states = h0.new_empty((steps + 1, batch, size))  # s_0 .. s_T
+        states[0] = h0
+        energies = keys_proj.new_empty((steps, *keys_proj.shape))  # (T, B, S, A) tanh(W_q s + b_q + W_k k)
+        weights = values.new_empty((steps, batch, mask.size(1)))  # (T, B, S)
+        contexts = values.new_empty((steps, batch, values.size(2)))  # (T, B, C)
+        rz = h0.new_empty((steps, batch, 2 * size))  # reset and update gates
+        candidates = h0.new_empty((steps, batch, size))  # n_t
+        hidden_n = h0.new_empty((steps, batch, size))  # (W_hh s_{t-1} + b_hh)'s n part
+        padding = ~mask
+        h = h0
+        for t in range(steps):
+            hq = torch.addmm(hq_bias, h, hq_weight.t())  # (B, G + A)
+            gh, query = hq[:, :gates], hq[:, gates:]
+            energy = torch.add(query.unsqueeze(1), keys_proj, out=energies[t]).tanh_()  # (B, S, A)
+            scores = torch.matmul(energy, energy_weight).masked_fill_(padding, float("-inf"))  # (B, S)
+            weight = torch.nan_to_num_(torch.softmax(scores, dim=-1), nan=0.0)  # an empty source: all 0
+            weights[t] = weight
+            context = torch.bmm(weight.unsqueeze(1), values, out=contexts[t].unsqueeze(1)).squeeze(1)  # (B, C)
+            gi = torch.addmm(emb_gates[:, t], context, ctx_weight.t())  # (B, G)
+            torch.sigmoid(gi[:, : 2 * size].add_(gh[:, : 2 * size]), out=rz[t])
+            r, z = rz[t, :, :size], rz[t, :, size:]
+            hidden_n[t] = gh[:, 2 * size :]
+            n = torch.tanh(gi[:, 2 * size :].addcmul_(r, hidden_n[t]), out=candidates[t])
+            h = torch.addcmul(n, z, h - n, out=states[t + 1])  # (1 - z) * n + z * h
+        ctx.save_for_backward(states, energies, weights, contexts, rz, candidates, hidden_n, values,
+                              ctx_weight, hq_weight, energy_weight)
+        tops = states[1:].transpose(0, 1).contiguous()
+        return tops, contexts.transpose(0, 1).contiguous(), weights.transpose(0, 1).contiguous()
+
+    @staticmethod
+    def backward(ctx, d_tops, d_contexts, d_attention):
+        (states, energies, weights, contexts, rz, candidates, hidden_n, values,
+         ctx_weight, hq_weight, energy_weight) = ctx.saved_tensors
+        steps, batch, size = candidates.shape
+        gates = 3 * size
+        d_hq = states.new_empty((steps, batch, hq_weight.size(0)))  # (T, B, G + A): d(W_hh s + b_hh; W_q s + b_q)
+        d_gi = states.new_empty((steps, batch, gates))  # (T, B, G): d(input gates), the embeddings' gradient too
+        d_context_all = contexts.new_empty(contexts.shape)  # (T, B, C)
+        d_scores_all = weights.new_empty(weights.shape)  # (T, B, S)
+        d_keys = torch.zeros_like(energies[0])  # (B, S, A)
+        dh = states.new_zeros((batch, size))
+        for t in reversed(range(steps)):
+            if d_tops is not None:
+                dh = dh + d_tops[:, t]
+            r, z = rz[t, :, :size], rz[t, :, size:]
+            n = candidates[t]
+            # s_t = n + z * (s_{t-1} - n), n = tanh(gi_n + r * gh_n), r = sigmoid(gi_r + gh_r), z likewise
+            d_n = (dh - dh * z).mul_(1.0 - n * n)  # through tanh
+            d_r = d_n * hidden_n[t] * r * (1.0 - r)
+            d_z = dh * (states[t] - n) * z * (1.0 - z)
+            d_gi[t, :, :size], d_gi[t, :, size : 2 * size], d_gi[t, :, 2 * size :] = d_r, d_z, d_n
+            d_hq[t, :, : 2 * size] = d_gi[t, :, : 2 * size]
+            torch.mul(d_n, r, out=d_hq[t, :, 2 * size : gates])
+            # the context c_t = sum_j a_tj v_j entered the input gates
+            d_context = torch.mm(d_gi[t], ctx_weight, out=d_context_all[t])  # (B, C)
+            if d_contexts is not None:
+                d_context.add_(d_contexts[:, t])
+            d_weight = torch.bmm(values, d_context.unsqueeze(2)).squeeze(2)  # (B, S)
+            if d_attention is not None:
+                d_weight = d_weight + d_attention[:, t]
+            weight = weights[t]
+            d_scores = torch.mul(weight, d_weight - (weight * d_weight).sum(-1, keepdim=True), out=d_scores_all[t])
+            energy = energies[t]
+            d_energy = (1.0 - energy * energy).mul_(d_scores.unsqueeze(2)).mul_(energy_weight)  # (B, S, A)
+            d_keys.add_(d_energy)
+            torch.sum(d_energy, dim=1, out=d_hq[t, :, gates:])  # the query's
+            dh = torch.addmm(dh * z, d_hq[t], hq_weight)  # d s_{t-1}: through z's term and through W_hh, W_q
+        rows = steps * batch
+        flat_d_hq = d_hq.view(rows, -1)
+        d_hq_weight = flat_d_hq.t().mm(states[:-1].reshape(rows, size)) if ctx.needs_input_grad[6] else None
+        d_hq_bias = flat_d_hq.sum(0) if ctx.needs_input_grad[7] else None
+        d_ctx_weight = d_gi.view(rows, gates).t().mm(contexts.view(rows, -1)) if ctx.needs_input_grad[5] else None
+        d_values = None
+        if ctx.needs_input_grad[3]:  # (B, S, T) x (B, T, C)
+            d_values = torch.bmm(weights.permute(1, 2, 0), d_context_all.transpose(0, 1))
+        d_energy_weight = None
+        if ctx.needs_input_grad[8]:
+            d_energy_weight = torch.mv(energies.reshape(-1, energies.size(-1)).t(), d_scores_all.reshape(-1))
+        return (d_gi.transpose(0, 1), dh, d_keys, d_values, None, d_ctx_weight, d_hq_weight, d_hq_bias,
+                d_energy_weight)
+
+
+def fused_recurrence_applies(decoder, emb_gates: Tensor) -> bool:
+    """Whether `additive_recurrence` can stand in for the Bahdanau decoder's step loop: one GRU layer, additive
+    attention (``bahdanau`` or ``luong_concat``), fp32 or fp64 and no autocast (a bf16 run keeps the loop)."""
+    from .attention import BahdanauAttention
+
+    return (getattr(decoder, "fused_recurrence", False) and decoder.num_layers == 1
+            and isinstance(decoder.attention, BahdanauAttention)
+            and emb_gates.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled(emb_gates.device.type))
+
+
+def additive_recurrence(decoder, emb_gates: Tensor, h0: Tensor, keys_proj: Tensor, values: Tensor,
+                        mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The decoder's loop (`AdditiveRecurrence`) from its weights: -> (tops (B, T, H), contexts (B, T, C),
+    attention (B, T, S))."""
+    cell, attention = decoder.rnn.cells[0], decoder.attention
+    query = attention.query_layer
+    query_bias = query.bias if query.bias is not None else query.weight.new_zeros(query.out_features)
+    hq_weight = torch.cat([cell.weight_hh, query.weight])  # (G + A, H)
+    hq_bias = torch.cat([cell.bias_hh, query_bias])
+    return AdditiveRecurrence.apply(emb_gates, h0, keys_proj, values, mask, decoder.rnn.context_weight(),
+                                    hq_weight, hq_bias, attention.energy_layer.weight.view(-1))
+
+
+class BidirectionalGRU(torch.autograd.Function):
+    """One bidirectional GRU layer over padded sequences of different lengths, as ``nn.GRU`` over packed
+    sequences computes it: the forward direction stops at each sentence's last piece (its final state is
+    the state there), the backward direction starts there from zeros, and the outputs are 0 on padding.
+
+    (input_gates, hh_weight, hh_bias, step_mask) -> (outputs (S, 2, B, H), final (2, B, H))
+
+    input_gates: (S, 2, B, G) = W_ih x + b_ih for each step and direction, the backward direction's steps in
+    reverse order (its step t reads source position S - 1 - t); hh_weight: (2, G, H) each direction's W_hh;
+    hh_bias: (2, G); step_mask: (S, 2, B, 1) bool, whether the step's position is a real piece of the sentence.
+    outputs: the states of each step (0 where the mask is False), in the same order as input_gates.
+
+    Per step one batched product for both directions (``W_hh h``) forward and one backward (``dgh W_hh``);
+    the weight gradient is one product over all steps after the loop. (The CPU ``nn.GRU`` over packed
+    sequences computes a weight gradient and a zero-filled gradient of all input gates at every step.)
+    """
+
+    @staticmethod
+    def forward(ctx, input_gates, hh_weight, hh_bias, step_mask):
+        steps, _, batch, gates = input_gates.shape
+        size = gates // 3
+        states = input_gates.new_empty((steps + 1, 2, batch, size))  # the state before each step, then the last
+        states[0] = 0.0
+        hidden_gates = input_gates.new_empty((steps, 2, batch, gates))  # W_hh h + b_hh
+        rz = input_gates.new_empty((steps, 2, batch, 2 * size))
+        candidates = input_gates.new_empty((steps, 2, batch, size))
+        weight_t, bias = hh_weight.transpose(1, 2), hh_bias.unsqueeze(1)  # (2, H, G), (2, 1, G)
+        for t in range(steps):
+            h, gi = states[t], input_gates[t]
+            gh = torch.baddbmm(bias, h, weight_t, out=hidden_gates[t])  # (2, B, G)
+            torch.add(gi[..., : 2 * size], gh[..., : 2 * size], out=rz[t]).sigmoid_()
+            r, z = rz[t, ..., :size], rz[t, ..., size:]
+            n = torch.tanh(torch.addcmul(gi[..., 2 * size :], r, gh[..., 2 * size :]), out=candidates[t])
+            new = torch.addcmul(n, z, h - n)  # (1 - z) * n + z * h
+            torch.where(step_mask[t], new, h, out=states[t + 1])  # past a sentence's end (or before its start) it stays
+        ctx.save_for_backward(states, rz, candidates, hidden_gates, hh_weight, step_mask)
+        return states[1:] * step_mask, states[-1].clone()  # the outputs: 0 where the mask is False
+
+    @staticmethod
+    def backward(ctx, d_outputs, d_final):
+        states, rz, candidates, hidden_gates, hh_weight, step_mask = ctx.saved_tensors
+        previous = states[:-1]
+        steps, _, batch, size = previous.shape
+        hidden_n = hidden_gates[..., 2 * size :]
+        gates = 3 * size
+        d_gi = previous.new_empty((steps, 2, batch, gates))
+        d_gh = previous.new_empty((steps, 2, batch, gates))
+        dh = d_final.clone() if d_final is not None else previous.new_zeros((2, batch, size))
+        for t in reversed(range(steps)):
+            mask = step_mask[t]
+            d_new = dh if d_outputs is None else dh + d_outputs[t]
+            d_new = torch.where(mask, d_new, 0.0)  # the step's new state: its output and the state carried on
+            dh = torch.where(mask, 0.0, dh)  # past the end the carried state is the previous one
+            r, z = rz[t, ..., :size], rz[t, ..., size:]
+            n = candidates[t]
+            d_n = (d_new - d_new * z).mul_(1.0 - n * n)  # through tanh: the gradient of gi_n
+            d_gi[t, ..., size : 2 * size] = d_new * (previous[t] - n) * z * (1.0 - z)
+            d_gi[t, ..., :size] = d_n * hidden_n[t] * r * (1.0 - r)
+            d_gi[t, ..., 2 * size :] = d_n
+            d_gh[t, ..., : 2 * size] = d_gi[t, ..., : 2 * size]
+            torch.mul(d_n, r, out=d_gh[t, ..., 2 * size :])
+            dh = torch.baddbmm(dh.addcmul_(d_new, z), d_gh[t], hh_weight)  # (2, B, H)
+        rows = steps * batch
+        d_weight = d_bias = None
+        if ctx.needs_input_grad[1]:  # (2, G, rows) x (2, rows, H)
+            flat_d_gh = d_gh.transpose(0, 1).reshape(2, rows, gates)
+            d_weight = torch.bmm(flat_d_gh.transpose(1, 2), previous.transpose(0, 1).reshape(2, rows, size))
+        if ctx.needs_input_grad[2]:
+            d_bias = d_gh.sum(dim=(0, 2))
+        return d_gi, d_weight, d_bias, None
+
+
+def fused_encoder_applies(rnn: torch.nn.GRU, x: Tensor) -> bool:
+    """Whether `bidirectional_gru` can stand in for ``rnn`` over packed sequences: one bidirectional layer,
+    fp32 or fp64, no autocast."""
+    return (rnn.num_layers == 1 and rnn.bidirectional and rnn.bias and x.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled(x.device.type))
+
+
+def bidirectional_gru(rnn: torch.nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """``rnn`` (one bidirectional layer, batch first) over x (B, S, E) with these lengths (B,), as over packed
+    sequences: -> (outputs (B, S, 2H), 0 on padding; final states (2, B, H))."""
+    batch, steps, _ = x.shape
+    size = rnn.hidden_size
+    weight_ih = torch.cat([rnn.weight_ih_l0, rnn.weight_ih_l0_reverse])  # (2G, E)
+    bias_ih = torch.cat([rnn.bias_ih_l0, rnn.bias_ih_l0_reverse])
+    gi = torch.nn.functional.linear(x, weight_ih, bias_ih).transpose(0, 1)  # (S, B, 2G): one product
+    gates = 3 * size
+    input_gates = torch.stack([gi[..., :gates], gi[..., gates:].flip(0)], dim=1)  # (S, 2, B, G)
+    positions = torch.arange(steps, device=x.device)
+    real = positions.unsqueeze(1) < lengths.to(x.device).unsqueeze(0)  # (S, B)
+    step_mask = torch.stack([real, real.flip(0)], dim=1).unsqueeze(-1)  # (S, 2, B, 1)
+    hh_weight = torch.stack([rnn.weight_hh_l0, rnn.weight_hh_l0_reverse])  # (2, G, H)
+    hh_bias = torch.stack([rnn.bias_hh_l0, rnn.bias_hh_l0_reverse])
+    states, final = BidirectionalGRU.apply(input_gates, hh_weight, hh_bias, step_mask)
+    outputs = torch.cat([states[:, 0], states[:, 1].flip(0)], dim=-1).transpose(0, 1)  # (B, S, 2H)
+    return outputs, final

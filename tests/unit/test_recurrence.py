@@ -1,0 +1,127 @@
+"""The training loops as autograd functions with their own backward: the Bahdanau decoder's teacher-forced
+loop (`AdditiveRecurrence`) gives the same outputs and gradients as the plain step-by-step loop, with exactly
+0 attention on padding, and the bidirectional encoder (`BidirectionalGRU`) the same as ``nn.GRU`` over packed
+sequences; the plain versions run wherever these do not apply."""
+
+import pytest
+import torch
+
+from s2s_attn.data.batching import make_batch
+from s2s_attn.model.recurrence import AdditiveRecurrence, fused_recurrence_applies
+
+SOURCES = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+TARGETS = [[4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14, 15]]
+
+
+def run_decoder(model, fused: bool, dtype: torch.dtype):
+    """Features, attention and every parameter's gradient of a random linear function of the features."""
+    model.decoder.fused_recurrence = fused
+    model.zero_grad()
+    batch = make_batch(SOURCES, TARGETS, [0, 1, 2])
+    values, final, keys_proj, mask = model.encode(batch.src, batch.src_len)
+    assert fused_recurrence_applies(model.decoder, keys_proj) == fused
+    features, attention = model.decoder.features(batch.tgt_in, final, keys_proj, values, mask)
+    probe = torch.randn(features.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    (features * probe).sum().backward()
+    grads = {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
+    return features.detach(), attention.detach(), grads
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_concat"])
+def test_the_fused_loop_gives_the_plain_loops_outputs_and_gradients_in_float64(make_tiny_model, attention):
+    model = make_tiny_model(attention=attention).double().train()  # dropout 0 in the tiny model
+    fused_features, fused_attention, fused_grads = run_decoder(model, True, torch.float64)
+    plain_features, plain_attention, plain_grads = run_decoder(model, False, torch.float64)
+    torch.testing.assert_close(fused_features, plain_features, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fused_attention, plain_attention, rtol=1e-10, atol=1e-12)
+    assert fused_grads.keys() == plain_grads.keys()
+    assert any(name.startswith("encoder.") for name in fused_grads)  # through keys_proj, values and h0
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-8, atol=1e-12, msg=name)
+
+
+def test_the_fused_loop_agrees_in_float32_and_keeps_padding_at_exactly_zero(make_tiny_model):
+    model = make_tiny_model().train()
+    fused_features, fused_attention, _ = run_decoder(model, True, torch.float32)
+    plain_features, plain_attention, _ = run_decoder(model, False, torch.float32)
+    torch.testing.assert_close(fused_features, plain_features, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused_attention, plain_attention, rtol=1e-5, atol=1e-6)
+    assert torch.all(fused_attention[1, :, 3:] == 0)  # the second source: two pieces and EOS, then padding
+    torch.testing.assert_close(fused_attention.sum(-1), torch.ones(fused_attention.shape[:2]))
+
+
+def test_the_backward_matches_finite_differences():
+    torch.manual_seed(0)
+    batch, steps, src, hidden, ctx, attn = 2, 3, 4, 3, 5, 2
+    gates = 3 * hidden
+
+    def leaf(*shape):
+        return (0.5 * torch.randn(*shape, dtype=torch.float64)).requires_grad_()
+
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    inputs = (leaf(batch, steps, gates), leaf(batch, hidden), leaf(batch, src, attn), leaf(batch, src, ctx), mask,
+              leaf(gates, ctx), leaf(gates + attn, hidden), leaf(gates + attn), leaf(attn))
+    assert torch.autograd.gradcheck(AdditiveRecurrence.apply, inputs)
+
+
+def test_the_plain_loop_runs_where_the_fused_one_does_not_apply(make_tiny_model):
+    emb_gates = torch.zeros(2, 3, 6)
+    assert fused_recurrence_applies(make_tiny_model().decoder, emb_gates)
+    assert not fused_recurrence_applies(make_tiny_model(decoder_layers=2).decoder, emb_gates)
+    assert not fused_recurrence_applies(make_tiny_model(attention="luong_general").decoder, emb_gates)
+    assert not fused_recurrence_applies(make_tiny_model(decoder="luong").decoder, emb_gates)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused_recurrence_applies(make_tiny_model().decoder, emb_gates)
+
+
+def run_encoder(encoder, fused: bool, src: torch.Tensor, lengths: torch.Tensor):
+    encoder.fused = fused
+    encoder.zero_grad()
+    outputs, final = encoder(src, lengths)
+    generator = torch.Generator().manual_seed(1)
+    probe_out = torch.randn(outputs.shape, generator=generator, dtype=outputs.dtype)
+    probe_final = torch.randn(final.shape, generator=generator, dtype=final.dtype)
+    ((outputs * probe_out).sum() + (final * probe_final).sum()).backward()
+    return outputs.detach(), final.detach(), {name: param.grad.clone() for name, param in encoder.named_parameters()}
+
+
+def test_the_fused_encoder_gives_nn_grus_outputs_and_gradients_over_packed_sequences():
+    from s2s_attn.model.encoder import GRUEncoder
+
+    torch.manual_seed(0)
+    encoder = GRUEncoder(30, 8, 6, dropout=0.0).double()
+    lengths = torch.tensor([7, 3, 5, 1])  # unsorted, and a one-piece sentence
+    src = torch.randint(4, 30, (4, 7))
+    for b, length in enumerate(lengths.tolist()):
+        src[b, length:] = 0
+    fused_out, fused_final, fused_grads = run_encoder(encoder, True, src, lengths)
+    plain_out, plain_final, plain_grads = run_encoder(encoder, False, src, lengths)
+    torch.testing.assert_close(fused_out, plain_out, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fused_final, plain_final, rtol=1e-10, atol=1e-12)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-8, atol=1e-12, msg=name)
+    assert torch.all(fused_out[1, 3:] == 0) and torch.all(fused_out[3, 1:] == 0)  # padding
+
+
+def test_the_encoder_backward_matches_finite_differences():
+    from s2s_attn.model.recurrence import BidirectionalGRU
+
+    torch.manual_seed(0)
+    steps, batch, size = 4, 3, 2
+    real = torch.tensor([[True, True, True], [True, True, False], [True, False, False], [True, False, False]])
+    step_mask = torch.stack([real, real.flip(0)], dim=1).unsqueeze(-1)  # (S, 2, B, 1)
+    inputs = (torch.randn(steps, 2, batch, 3 * size, dtype=torch.float64, requires_grad=True),
+              torch.randn(2, 3 * size, size, dtype=torch.float64, requires_grad=True),
+              torch.randn(2, 3 * size, dtype=torch.float64, requires_grad=True), step_mask)
+    assert torch.autograd.gradcheck(BidirectionalGRU.apply, inputs)
+
+
+def test_nn_gru_runs_where_the_fused_encoder_does_not_apply():
+    from s2s_attn.model.recurrence import fused_encoder_applies
+
+    x = torch.zeros(2, 3, 8)
+    assert fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
+    assert not fused_encoder_applies(torch.nn.GRU(8, 6, num_layers=2, batch_first=True, bidirectional=True), x)
+    assert not fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
