@@ -269,8 +269,7 @@ class BeamGroup(Group):
         """Keep only the sentences the compaction keeps, in its order."""
         width = self.width
         longest = max((self.steps[b] for b in compaction.order), default=0)  # older columns belong to no one
-        hidden, extra = self.state
-        self.state = (compaction.apply(hidden, width, dim=1), None if extra is None else compaction.apply(extra, width))
+        self.state = compaction.apply_state(self.state, width)
         self.prev = compaction.apply(self.prev, width)
         self.stepper.keep(compaction)
         self.tokens = compaction.apply(self.tokens, width)[:, self.tokens.size(1) - longest :]

@@ -123,7 +123,7 @@ class GreedyGroup(Group):
     def _keep(self, compaction: Compaction) -> None:
         """Keep only the sentences the compaction keeps, in its order."""
         keep = compaction.apply
-        self.state = (keep(self.state[0], dim=1), None if self.state[1] is None else keep(self.state[1]))
+        self.state = compaction.apply_state(self.state)
         self.prev = keep(self.prev)
         self.stepper.keep(compaction)
         self.limits, self.steps = keep(self.limits), keep(self.steps)

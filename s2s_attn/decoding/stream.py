@@ -136,6 +136,11 @@ class Compaction:
             return tuple(self.apply(t, width, dim) for t in x)
         return self.apply(x, width, dim)
 
+    def apply_state(self, state: tuple[Tensor, Tensor | None], width: int = 1) -> tuple[Tensor, Tensor | None]:
+        """`apply` to a decoder state: hidden (layers, rows, H) along its rows, extra (rows, ...) or None."""
+        hidden, extra = state
+        return self.apply(hidden, width, dim=1), None if extra is None else self.apply(extra, width)
+
     def reorder(self, values: list) -> list:
         """A per-sentence list in the new order."""
         return [values[b] for b in self.order]

@@ -48,12 +48,12 @@ class GRUEncoder(nn.Module):
         self.num_directions = 2 if bidirectional else 1
         # one bidirectional layer runs as one autograd function (model/recurrence.py); False keeps nn.GRU over
         # packed sequences (tests compare the two)
-        self.fused = True
+        self.fused_recurrence = True
         self.output_size = hidden_size * self.num_directions
 
     def forward(self, src: Tensor, src_len: Tensor) -> tuple[Tensor, Tensor]:
         embedded = self.dropout(self.embedding(src))  # (batch, src_len, emb)
-        if self.fused and fused_encoder_applies(self.rnn, embedded):  # the same GRU with its own backward
+        if self.fused_recurrence and fused_encoder_applies(self.rnn, embedded):  # the same GRU with its own backward
             outputs, h_n = bidirectional_gru(self.rnn, embedded, src_len)
             return self.dropout(outputs), torch.cat(list(h_n), dim=-1)
         packed = pack_padded_sequence(

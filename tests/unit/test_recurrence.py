@@ -75,7 +75,7 @@ def test_the_plain_loop_runs_where_the_fused_one_does_not_apply(make_tiny_model)
 
 
 def run_encoder(encoder, fused: bool, src: torch.Tensor, lengths: torch.Tensor):
-    encoder.fused = fused
+    encoder.fused_recurrence = fused
     encoder.zero_grad()
     outputs, final = encoder(src, lengths)
     generator = torch.Generator().manual_seed(1)
