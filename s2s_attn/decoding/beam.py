@@ -79,11 +79,6 @@ class SearchSettings:
         if self.coverage_penalty < 0 or self.max_len_ratio <= 0 or self.max_len_extra < 0:
             raise ValueError("coverage penalty and max length extra must be >= 0, max length ratio > 0")
 
-    def search(self, model, src: Tensor, src_len: Tensor, return_attention: bool = False) -> list[list[Hypothesis]]:
-        """`beam_search` with these settings."""
-        return beam_search(model, src, src_len, self.beam_size, self.nbest, None, self.length_penalty, self.alpha,
-                           self.coverage_penalty, return_attention, self.max_len_ratio, self.max_len_extra)
-
 
 def length_normaliser(length: int, kind: str, alpha: float) -> float:
     """The divisor of a hypothesis' log-probability for ``kind`` (see the module docstring)."""

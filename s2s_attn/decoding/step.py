@@ -42,24 +42,17 @@ from ..model.decoder import BahdanauDecoder
 from .stream import Compaction
 
 
-def select_rows(x: Tensor, rows: Tensor | slice, dim: int = 0) -> Tensor:
-    """Rows of a tensor along ``dim``: an index tensor copies them, a slice gives a view."""
-    if isinstance(rows, slice):
-        return x[(slice(None),) * dim + (rows,)]
-    return x.index_select(dim, rows)
-
-
-def expand_rows(x, rows: Tensor | slice):
+def expand_rows(x, rows: Tensor):
     """Select batch rows of a tensor, or of every tensor in a tuple (multihead's (keys, values))."""
     if isinstance(x, tuple):
-        return tuple(select_rows(t, rows) for t in x)
-    return select_rows(x, rows)
+        return tuple(t.index_select(0, rows) for t in x)
+    return x.index_select(0, rows)
 
 
-def reorder_state(state: tuple[Tensor, Tensor | None], rows: Tensor | slice) -> tuple[Tensor, Tensor | None]:
+def reorder_state(state: tuple[Tensor, Tensor | None], rows: Tensor) -> tuple[Tensor, Tensor | None]:
     """Decoder state (hidden (layers, batch, H), extra (batch, ...) or None) -> the given batch rows."""
     hidden, extra = state
-    return select_rows(hidden, rows, 1), (None if extra is None else select_rows(extra, rows))
+    return hidden.index_select(1, rows), (None if extra is None else extra.index_select(0, rows))
 
 
 SOURCE_ROOM = 8  # source positions a pool's buffers keep free for longer newcomers (AdditiveBahdanauStepper)

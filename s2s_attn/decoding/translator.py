@@ -118,9 +118,8 @@ class Translator:
                                                       return_attention, search.max_len_ratio, search.max_len_extra):
                     hyps[i], atts[i] = ids, att
             else:  # per-head weights: a batch at a time
-                for indices in inference_batches(src_ids, batch_size):
-                    batch = make_batch([src_ids[i] for i in indices], None, indices).to(self.device)
-                    decoded = greedy_decode(self.model, batch.src, batch.src_len, return_attention=return_attention,
+                for src, src_len, indices in self.batches(src_ids, batch_size):
+                    decoded = greedy_decode(self.model, src, src_len, return_attention=return_attention,
                                             return_heads=return_heads, max_len_ratio=search.max_len_ratio,
                                             max_len_extra=search.max_len_extra)
                     for j, i in enumerate(indices):
