@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .attention import BahdanauAttention, masked_softmax
+
 
 class AdditiveRecurrence(torch.autograd.Function):
     """(emb_gates, h0, keys_proj, values, mask, ctx_weight, hq_weight, hq_bias, energy_weight) ->
@@ -52,14 +54,12 @@ class AdditiveRecurrence(torch.autograd.Function):
         rz = h0.new_empty((steps, batch, 2 * size))  # reset and update gates
         candidates = h0.new_empty((steps, batch, size))  # n_t
         hidden_n = h0.new_empty((steps, batch, size))  # (W_hh s_{t-1} + b_hh)'s n part
-        padding = ~mask
         h = h0
         for t in range(steps):
             hq = torch.addmm(hq_bias, h, hq_weight.t())  # (B, G + A)
             gh, query = hq[:, :gates], hq[:, gates:]
             energy = torch.add(query.unsqueeze(1), keys_proj, out=energies[t]).tanh_()  # (B, S, A)
-            scores = torch.matmul(energy, energy_weight).masked_fill_(padding, float("-inf"))  # (B, S)
-            weight = torch.nan_to_num_(torch.softmax(scores, dim=-1), nan=0.0)  # an empty source: all 0
+            weight = masked_softmax(torch.matmul(energy, energy_weight), mask)  # (B, S), exactly 0 on padding
             weights[t] = weight
             context = torch.bmm(weight.unsqueeze(1), values, out=contexts[t].unsqueeze(1)).squeeze(1)  # (B, C)
             gi = torch.addmm(emb_gates[:, t], context, ctx_weight.t())  # (B, G)
@@ -129,8 +129,6 @@ class AdditiveRecurrence(torch.autograd.Function):
 def fused_recurrence_applies(decoder, emb_gates: Tensor) -> bool:
     """Whether `additive_recurrence` can stand in for the Bahdanau decoder's step loop: one GRU layer, additive
     attention (``bahdanau`` or ``luong_concat``), fp32 or fp64 and no autocast (a bf16 run keeps the loop)."""
-    from .attention import BahdanauAttention
-
     return (getattr(decoder, "fused_recurrence", False) and decoder.num_layers == 1
             and isinstance(decoder.attention, BahdanauAttention)
             and emb_gates.dtype in (torch.float32, torch.float64)
