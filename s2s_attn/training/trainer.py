@@ -491,7 +491,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         run_dir = Path(ctx.broadcast(str(run_dir)))
         with contextlib.ExitStack() as stack:
             ctx.on_main(lambda: stack.enter_context(run_lock(run_dir)))
-            return _train(cfg, run_dir, ctx, device)
+            result = _train(cfg, run_dir, ctx, device)
+            # every rank has finished before any leaves the group: a Gloo rank that tears the group down while
+            # another still works in it can abort at exit ("terminate called without an active exception")
+            ctx.barrier()
+            return result
     finally:
         torch.set_num_threads(threads)  # trainer.threads is this run's setting, not the caller's
         if ctx.enabled:
