@@ -21,7 +21,8 @@ rows b*width .. b*width+width-1; ``keep(compaction)`` drops the sentences that a
     sentence the projection is paid back within a few steps;
   - the encoder outputs stay one copy per sentence (the beams of a sentence broadcast against them),
     never repeated per row;
-  - the output layer's bias is one more column of its weight, fed a constant 1, so the product adds it;
+  - the output layer's bias is one more input row of its weight, fed a constant 1, so the product adds it;
+  - the weights are stored (inputs, outputs), contiguous, which few-row products read fastest;
   - a pool's encoder tensors live in buffers with room to spare (``merge``): newcomers are copied into them,
     not the whole pool.
 
@@ -142,17 +143,21 @@ class BahdanauTables:
         self.emb_pre = torch.addmm(pre.bias, embedding, pre.weight[:, hidden + ctx :].t())  # (V, output_size)
         query = attention.query_layer
         query_bias = query.bias if query.bias is not None else query.weight.new_zeros(query.out_features)
-        self.h_weight = torch.cat([cell.weight_hh, query.weight])  # (3H + A, H): W_hh and W_q
+        # every weight is kept as (inputs, outputs), contiguous: a product with a few rows (one sentence's
+        # beams) reads it 2.4x as fast as the transposed view of an (outputs, inputs) weight, (5, 257) x
+        # (257, 8,000) 0.20 ms against 0.49 ms; 64 rows 21% faster; at 320 rows the same
+        self.h_weight_t = torch.cat([cell.weight_hh, query.weight]).t().contiguous()  # (H, 3H + A): W_hh and W_q
         self.h_bias = torch.cat([cell.bias_hh, query_bias])
-        self.ctx_weight = torch.cat([cell.weight_ih[:, emb:], pre.weight[:, hidden : hidden + ctx]])  # (3H + O, ctx)
+        ctx_weight = torch.cat([cell.weight_ih[:, emb:], pre.weight[:, hidden : hidden + ctx]])  # (3H + O, ctx)
+        self.ctx_weight_t = ctx_weight.t().contiguous()
         self.output_size = pre.out_features
-        # s_t's products in one: the pre-output's W_p,h s_t (O, H), and the next step's W_hh s_t and W_q s_t
-        self.all_h_weight = torch.cat([pre.weight[:, :hidden], self.h_weight])  # (O + 3H + A, H)
+        # s_t's products in one, (H, O + 3H + A): the pre-output's W_p,h s_t, and the next step's W_hh s_t and W_q s_t
+        self.all_h_weight_t = torch.cat([pre.weight[:, :hidden].t(), self.h_weight_t], dim=1).contiguous()
         self.energy = attention.energy_layer.weight.view(-1)  # (A,)
-        # the output layer with its bias as one more input column, fed a constant 1: the product adds the
+        # the output layer with its bias as one more input row, fed a constant 1: the product adds the
         # bias (0.4 ms less per (320, 8,000) step than the product and a pass adding the bias)
         output = decoder.output
-        self.output_weight = torch.cat([output.weight, output.bias.unsqueeze(1)], dim=1)  # (V, O + 1)
+        self.output_weight_t = torch.cat([output.weight.t(), output.bias.unsqueeze(0)]).contiguous()  # (O + 1, V)
 
 
 # decoder -> its tables (None until first needed), only while a `shared_tables` block is open for it
@@ -211,7 +216,7 @@ class AdditiveBahdanauStepper:
         self.keys_proj, self.mask = keys_proj, mask  # (n, S, A), (n, S): one copy per sentence
         self.project_values = project_values
         # (n, S, 3H + O) projected values, or (n, S, ctx) the values themselves
-        self.values = torch.matmul(values, self.tables.ctx_weight.t()) if project_values else values
+        self.values = torch.matmul(values, self.tables.ctx_weight_t) if project_values else values
         self.buffers: tuple[Tensor, Tensor, Tensor] | None = None  # (keys, values, mask) of a pool: see `merge`
         self.feature_buffer: Tensor | None = None
 
@@ -230,25 +235,25 @@ class AdditiveBahdanauStepper:
             mixed = torch.bmm(weights, self.values).view(rows, -1)  # (rows, 3H + O)
         else:
             context = torch.bmm(weights, self.values).view(rows, -1)  # (rows, ctx)
-            mixed = torch.mm(context, tables.ctx_weight.t())
+            mixed = torch.mm(context, tables.ctx_weight_t)
         gi = tables.emb_gates.index_select(0, prev).add_(mixed[:, : tables.gates])  # (rows, 3H)
         size = h.size(1)
         rz = torch.sigmoid(gi[:, : 2 * size].add_(gh[:, : 2 * size]))
         r, z = rz[:, :size], rz[:, size:]
         candidate = torch.tanh(gi[:, 2 * size :].addcmul_(r, gh[:, 2 * size :]))
         h = torch.addcmul(candidate, z, h - candidate)  # = (1 - z) * n + z * h
-        products = torch.mm(h, tables.all_h_weight.t())  # (rows, O + 3H + A)
+        products = torch.mm(h, tables.all_h_weight_t)  # (rows, O + 3H + A)
         pre = tables.emb_pre.index_select(0, prev).add_(mixed[:, tables.gates :])
         features = self._features(rows)  # (rows, O + 1): tanh(pre-output), then 1
         features[:, :-1] = pre.add_(products[:, : tables.output_size]).tanh_()  # (tanh into a strided view: slow)
         hq = products[:, tables.output_size :].add_(tables.h_bias)  # the next step's
-        logits = torch.mm(features, tables.output_weight.t(), out=out)  # (rows, V), bias included
+        logits = torch.mm(features, tables.output_weight_t, out=out)  # (rows, V), bias included
         return logits, (h.unsqueeze(0), hq), weights.view(rows, src_len)
 
     def _features(self, rows: int) -> Tensor:
         """(rows, O + 1) of a buffer kept across steps whose last column holds 1 (the output bias' input)."""
         if self.feature_buffer is None or self.feature_buffer.size(0) < rows:
-            self.feature_buffer = self.tables.output_weight.new_ones((rows, self.tables.output_size + 1))
+            self.feature_buffer = self.tables.output_weight_t.new_ones((rows, self.tables.output_size + 1))
         return self.feature_buffer[:rows]
 
     def keep(self, compaction: Compaction) -> None:
@@ -264,7 +269,7 @@ class AdditiveBahdanauStepper:
         """The state in the form ``step`` returns it: with W_hh s + b_hh and W_q s + b_q in ``extra``."""
         hidden, hq = state
         if hq is None:
-            hq = torch.addmm(self.tables.h_bias, hidden[0], self.tables.h_weight.t())  # (rows, 3H + A)
+            hq = torch.addmm(self.tables.h_bias, hidden[0], self.tables.h_weight_t)  # (rows, 3H + A)
         return hidden, hq
 
     def merge(self, other: AdditiveBahdanauStepper, width: int) -> None:
