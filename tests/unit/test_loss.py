@@ -61,6 +61,27 @@ def test_bf16_features_under_autocast_get_a_bf16_gradient_and_a_close_loss():
     torch.testing.assert_close(loss, plain(x, weight, b, y).detach(), rtol=2e-2, atol=1.0)
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("chunk_rows", [64, 1000])
+def test_bf16_products_give_the_loss_and_gradients_of_bf16_rounded_operands(label_smoothing, bias, chunk_rows):
+    # 300 rows in blocks of 64: the last block is padded with zero rows, which must add nothing
+    x, weight, b, y = problem(bias=bias)
+    with torch.no_grad():
+        weight.mul_(0.1)  # logits of a few units, as in a trained model: their bf16 rounding moves p(j) by ~0.3%
+    inputs = [x, weight] + ([b] if bias else [])
+    rounded = [t.detach().to(torch.bfloat16).float().requires_grad_() for t in (x, weight)]
+    expected = plain(rounded[0], rounded[1], b, y, label_smoothing)
+    expected_grads = torch.autograd.grad(expected * 0.37, rounded + ([b] if bias else []))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = linear_cross_entropy(x, weight, b, y, label_smoothing, chunk_rows=chunk_rows)
+    grads = torch.autograd.grad(fused * 0.37, inputs)
+    assert fused.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
+    torch.testing.assert_close(fused, expected, rtol=1e-3, atol=0.0)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-2, atol=2e-3 * float(want.abs().max()))
+
+
 def test_rows_and_targets_must_match():
     x, weight, b, y = problem()
     with pytest.raises(ValueError, match="300 feature rows but 299 targets"):
