@@ -13,14 +13,16 @@ SOURCES = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
 TARGETS = [[4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14, 15]]
 
 
-def run_decoder(model, fused: bool, dtype: torch.dtype):
-    """Features, attention and every parameter's gradient of a random linear function of the features."""
+def run_decoder(model, fused: bool, dtype: torch.dtype, bf16: bool = False):
+    """Features, attention and every parameter's gradient of a random linear function of the features (the
+    forward under bf16 autocast if asked)."""
     model.decoder.fused_recurrence = fused
     model.zero_grad()
     batch = make_batch(SOURCES, TARGETS, [0, 1, 2])
-    values, final, keys_proj, mask = model.encode(batch.src, batch.src_len)
-    assert fused_recurrence_applies(model.decoder, keys_proj) == fused
-    features, attention = model.decoder.features(batch.tgt_in, final, keys_proj, values, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        values, final, keys_proj, mask = model.encode(batch.src, batch.src_len)
+        assert fused_recurrence_applies(model.decoder, keys_proj) == fused
+        features, attention = model.decoder.features(batch.tgt_in, final, keys_proj, values, mask)
     probe = torch.randn(features.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
     (features * probe).sum().backward()
     grads = {name: param.grad.clone() for name, param in model.named_parameters() if param.grad is not None}
@@ -50,6 +52,44 @@ def test_the_fused_loop_agrees_in_float32_and_keeps_padding_at_exactly_zero(make
     torch.testing.assert_close(fused_attention.sum(-1), torch.ones(fused_attention.shape[:2]))
 
 
+def largest_error(got, want) -> float:
+    return float((got.float() - want).abs().max() / want.abs().max())
+
+
+def test_under_bf16_autocast_the_fused_loop_is_as_close_to_float32_as_the_plain_loop(make_tiny_model):
+    # bf16 products, float32 state: no further from the float32 loop than autocast's own step-by-step loop
+    model = make_tiny_model().train()
+    exact_features, exact_attention, exact_grads = run_decoder(model, True, torch.float32)
+    fused_features, fused_attention, fused_grads = run_decoder(model, True, torch.float32, bf16=True)
+    plain_features, plain_attention, plain_grads = run_decoder(model, False, torch.float32, bf16=True)
+    assert fused_attention.dtype == torch.float32
+    assert torch.all(fused_attention[1, :, 3:] == 0)
+    pairs = [(fused_features, plain_features, exact_features), (fused_attention, plain_attention, exact_attention)]
+    pairs += [(fused_grads[name], plain_grads[name], exact) for name, exact in exact_grads.items()]
+    for fused, plain, exact in pairs:
+        assert largest_error(fused, exact) < 0.1  # the attention's gradients are ~1e-5: bf16 rounding shows
+        assert largest_error(fused, exact) <= 1.5 * largest_error(plain, exact) + 1e-3
+
+
+def test_under_bf16_autocast_the_fused_encoder_is_as_close_to_float32_as_nn_gru():
+    from s2s_attn.model.encoder import GRUEncoder
+
+    torch.manual_seed(0)
+    encoder = GRUEncoder(30, 8, 6, dropout=0.0)
+    lengths = torch.tensor([7, 3, 5, 1])
+    src = torch.randint(4, 30, (4, 7))
+    exact = run_encoder(encoder, True, src, lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = run_encoder(encoder, True, src, lengths)
+        plain = run_encoder(encoder, False, src, lengths)
+    assert torch.all(fused[0][1, 3:] == 0)
+    pairs = [(fused[0], plain[0], exact[0]), (fused[1], plain[1], exact[1])]
+    pairs += [(fused[2][name], plain[2][name], grad) for name, grad in exact[2].items()]
+    for got, other, want in pairs:
+        assert largest_error(got, want) < 0.05
+        assert largest_error(got, want) <= 1.5 * largest_error(other, want) + 1e-3
+
+
 def test_the_backward_matches_finite_differences():
     torch.manual_seed(0)
     batch, steps, src, hidden, ctx, attn = 2, 3, 4, 3, 5, 2
@@ -60,7 +100,7 @@ def test_the_backward_matches_finite_differences():
 
     mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
     inputs = (leaf(batch, steps, gates), leaf(batch, hidden), leaf(batch, src, attn), leaf(batch, src, ctx), mask,
-              leaf(gates, ctx), leaf(gates + attn, hidden), leaf(gates + attn), leaf(attn))
+              leaf(gates, ctx), leaf(gates + attn, hidden), leaf(gates + attn), leaf(attn), None)
     assert torch.autograd.gradcheck(AdditiveRecurrence.apply, inputs)
 
 
@@ -70,7 +110,7 @@ def test_the_plain_loop_runs_where_the_fused_one_does_not_apply(make_tiny_model)
     assert not fused_recurrence_applies(make_tiny_model(decoder_layers=2).decoder, emb_gates)
     assert not fused_recurrence_applies(make_tiny_model(attention="luong_general").decoder, emb_gates)
     assert not fused_recurrence_applies(make_tiny_model(decoder="luong").decoder, emb_gates)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.float16):
         assert not fused_recurrence_applies(make_tiny_model().decoder, emb_gates)
 
 
@@ -112,7 +152,7 @@ def test_the_encoder_backward_matches_finite_differences():
     step_mask = torch.stack([real, real.flip(0)], dim=1).unsqueeze(-1)  # (S, 2, B, 1)
     inputs = (torch.randn(steps, 2, batch, 3 * size, dtype=torch.float64, requires_grad=True),
               torch.randn(2, 3 * size, size, dtype=torch.float64, requires_grad=True),
-              torch.randn(2, 3 * size, dtype=torch.float64, requires_grad=True), step_mask)
+              torch.randn(2, 3 * size, dtype=torch.float64, requires_grad=True), step_mask, None)
     assert torch.autograd.gradcheck(BidirectionalGRU.apply, inputs)
 
 
@@ -123,7 +163,7 @@ def test_nn_gru_runs_where_the_fused_encoder_does_not_apply():
     assert fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
     assert not fused_encoder_applies(torch.nn.GRU(8, 6, num_layers=2, batch_first=True, bidirectional=True), x)
     assert not fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True), x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.float16):
         assert not fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
     with torch.inference_mode():  # decoding: nn.GRU's loop is faster without a backward to prepare for
         assert not fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
