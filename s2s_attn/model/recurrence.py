@@ -40,7 +40,12 @@ def _product(bias: Tensor, x: Tensor, weight_t: Tensor, low: torch.dtype | None)
     comes back in it and is added to the float32 bias (a bf16 tensor plus a float32 one is float32)."""
     if low is None:
         return torch.addmm(bias, x, weight_t)
-    return torch.add(bias, torch.mm(x.to(low), weight_t))
+    return torch.add(bias, torch.mm(_operand(x, low), weight_t))
+
+
+def _operand(t: Tensor, low: torch.dtype | None) -> Tensor:
+    """A product's operand: ``t`` itself, or cast to ``low``."""
+    return t if low is None else t.to(low)
 
 
 def _low_precision(device_type: str) -> torch.dtype | None:
@@ -161,13 +166,12 @@ class AdditiveRecurrence(torch.autograd.Function):
             dh = _product(dh * z, d_hq[t], hq_weight, low)  # d s_{t-1}: through z's term and through W_hh, W_q
         rows = steps * batch
         flat_d_hq = d_hq.view(rows, -1)
-        operand = (lambda t: t) if low is None else (lambda t: t.to(low))
         d_hq_weight = d_ctx_weight = None
         if ctx.needs_input_grad[6]:
-            d_hq_weight = operand(flat_d_hq).t().mm(operand(states[:-1].reshape(rows, size)))
+            d_hq_weight = _operand(flat_d_hq, low).t().mm(_operand(states[:-1].reshape(rows, size), low))
         d_hq_bias = flat_d_hq.sum(0) if ctx.needs_input_grad[7] else None
         if ctx.needs_input_grad[5]:
-            d_ctx_weight = operand(d_gi.view(rows, gates)).t().mm(operand(contexts.view(rows, -1)))
+            d_ctx_weight = _operand(d_gi.view(rows, gates), low).t().mm(_operand(contexts.view(rows, -1), low))
         d_values = None
         if ctx.needs_input_grad[3]:  # (B, S, T) x (B, T, C)
             d_values = torch.bmm(weights.permute(1, 2, 0), d_context_all.transpose(0, 1))
@@ -291,10 +295,8 @@ class BidirectionalGRU(torch.autograd.Function):
         rows = steps * batch
         d_weight = d_bias = None
         if ctx.needs_input_grad[1]:  # (2, G, rows) x (2, rows, H)
-            flat_d_gh = d_gh.transpose(0, 1).reshape(2, rows, gates)
-            flat_previous = previous.transpose(0, 1).reshape(2, rows, size)
-            if low is not None:
-                flat_d_gh, flat_previous = flat_d_gh.to(low), flat_previous.to(low)
+            flat_d_gh = _operand(d_gh.transpose(0, 1).reshape(2, rows, gates), low)
+            flat_previous = _operand(previous.transpose(0, 1).reshape(2, rows, size), low)
             d_weight = torch.bmm(flat_d_gh.transpose(1, 2), flat_previous)
         if ctx.needs_input_grad[2]:
             d_bias = d_gh.sum(dim=(0, 2))
