@@ -61,25 +61,30 @@ class Decoder(nn.Module):
         values: Tensor,
         src_mask: Tensor,
         out: Tensor | None = None,
+        output_weight_t: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor | None], Tensor]:
         """One decoding step: (logits (batch, vocab), new state, attention (batch, src_len)).
 
         prev_tokens: (batch,) the previous output ids (BOS first); keys_proj, values, src_mask as
         returned by ``Seq2Seq.encode``. ``out``: an optional (batch, vocab) buffer the logits are
-        written into (see `output_logits`).
+        written into; ``output_weight_t``: the output weight as (output_size, vocab), contiguous, if the
+        caller keeps one (see `output_logits`).
         """
         raise NotImplementedError
 
-    def output_logits(self, features: Tensor, out: Tensor | None = None) -> Tensor:
+    def output_logits(self, features: Tensor, out: Tensor | None = None,
+                      weight_t: Tensor | None = None) -> Tensor:
         """``self.output(features)``: (batch, output_size) -> logits (batch, vocab), written into ``out``
-        when given (and of the features' dtype). Decoding passes one buffer for all its steps: a fresh
-        (batch, vocab) tensor every step is fresh memory (glibc maps a new block for each one this
-        large), and its page faults cost as much time as a third of the product itself. The product, then
-        the bias: the same values as ``addmm``, which first copies the bias into every row of the output
-        (0.2 ms more per (320, 8000) step, measured)."""
-        if out is None or self.output.bias is None or not out.dtype == features.dtype == self.output.weight.dtype:
+        when given (and of the features' dtype), from ``weight_t`` if given: the weight as (output_size,
+        vocab), contiguous, which decoding keeps, since few-row products read it faster than the transposed
+        weight. Decoding passes one buffer for all its steps: a fresh (batch, vocab) tensor every step is
+        fresh memory (glibc maps a new block for each one this large), and its page faults cost as much time
+        as a third of the product itself. The product, then the bias: the same values as ``addmm``, which
+        first copies the bias into every row of the output (0.2 ms more per (320, 8000) step, measured)."""
+        weight_t = self.output.weight.t() if weight_t is None else weight_t
+        if out is None or self.output.bias is None or not out.dtype == features.dtype == weight_t.dtype:
             return self.output(features)
-        return torch.mm(features, self.output.weight.t(), out=out).add_(self.output.bias)
+        return torch.mm(features, weight_t, out=out).add_(self.output.bias)
 
     def step(self, prev_tokens, state, keys_proj, values, src_mask):
         """`step_logits` with log-probabilities: (log-probs (batch, vocab) in fp32, new state, attention)."""
@@ -214,12 +219,13 @@ class BahdanauDecoder(Decoder):
         out = torch.tanh(self.pre_output(torch.cat([hidden_top, context, emb], dim=-1)))
         return self.dropout(out)
 
-    def step_logits(self, prev_tokens, state, keys_proj, values, src_mask, out=None):
+    def step_logits(self, prev_tokens, state, keys_proj, values, src_mask, out=None, output_weight_t=None):
         hidden, _ = state
         emb = self.dropout(self.embedding(prev_tokens))  # (batch, emb)
         context, weights = self.attention(hidden[-1], keys_proj, values, src_mask)
         hidden = self.rnn(self.rnn.embed_gates(emb), context, hidden)
-        logits = self.output_logits(self._pre_output(self.dropout(hidden[-1]), context, emb), out)  # (batch, vocab)
+        features = self._pre_output(self.dropout(hidden[-1]), context, emb)  # (batch, output_size)
+        logits = self.output_logits(features, out, output_weight_t)  # (batch, vocab)
         return logits, (hidden, None), weights
 
     def features(self, tgt_in, encoder_final, keys_proj, values, src_mask):
@@ -315,13 +321,13 @@ class LuongDecoder(Decoder):
         attentional = torch.tanh(self.combine(torch.cat([context, tops], dim=-1)))  # (batch, [tgt_len,] out)
         return self.dropout(attentional), weights
 
-    def step_logits(self, prev_tokens, state, keys_proj, values, src_mask, out=None):
+    def step_logits(self, prev_tokens, state, keys_proj, values, src_mask, out=None, output_weight_t=None):
         hidden, feed = state  # (layers, batch, H), (batch, output_size) or None
         emb = self.dropout(self.embedding(prev_tokens))  # (batch, emb)
         rnn_input = emb if feed is None else torch.cat([emb, feed.to(emb.dtype)], dim=-1)  # (batch, emb [+ out])
         top, hidden = self.rnn(rnn_input.unsqueeze(1), hidden)  # (batch, 1, H), (layers, batch, H)
         attentional, weights = self.attend(top.squeeze(1), keys_proj, values, src_mask)  # (batch, out)
-        logits = self.output_logits(attentional, out)  # (batch, vocab)
+        logits = self.output_logits(attentional, out, output_weight_t)  # (batch, vocab)
         new_state = (hidden, attentional if self.input_feeding else None)
         return logits, new_state, weights
 

@@ -5,12 +5,15 @@ import pytest
 import torch
 
 from s2s_attn.data.batching import make_batch
+from s2s_attn.data.tokenizer import BOS_ID
 from s2s_attn.decoding.beam import select_candidates
 from s2s_attn.decoding.greedy import chunk_size, first_argmax
 from s2s_attn.decoding.step import (
     AdditiveBahdanauStepper,
     GenericStepper,
+    OutputTable,
     bahdanau_tables,
+    decoder_tables,
     fast_path_applies,
     make_stepper,
     reorder_state,
@@ -95,6 +98,22 @@ def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, atten
                 rows = torch.tensor([0, 1, 2, 6, 7, 8])
                 state_fast, state_plain = reorder_state(state_fast, rows), reorder_state(state_plain, rows)
                 hidden = state_fast[0]
+
+
+def test_the_generic_step_gives_the_output_layers_logits_from_its_kept_weight(make_tiny_model):
+    model = make_tiny_model(decoder="luong", attention="luong_general")
+    batch = make_batch([[5, 6, 7], [8, 9]], [[4], [4]], [0, 1])
+    with torch.inference_mode(), shared_tables(model):
+        table = decoder_tables(model.decoder, OutputTable)
+        assert decoder_tables(model.decoder, OutputTable) is table  # one per block
+        assert table.output_weight_t.is_contiguous()
+        values, final, keys_proj, mask = model.encode(batch.src, batch.src_len)
+        state = model.decoder.init_state(final)
+        prev = torch.full((2,), BOS_ID)
+        out = torch.empty(2, model.decoder.output.out_features)
+        kept, _, _ = GenericStepper(model, keys_proj, values, mask).step(prev, state, 1, out=out)
+        plain, _, _ = model.decoder.step_logits(prev, state, keys_proj, values, mask)  # nn.Linear
+    torch.testing.assert_close(kept, plain, rtol=1e-5, atol=1e-6)
 
 
 def test_the_tables_are_built_once_per_block_and_follow_a_fused_adam_step(make_tiny_model):
