@@ -81,6 +81,12 @@ def _block_loss(logits: Tensor, targets: Tensor, label_smoothing: float, want_gr
     return loss, grad
 
 
+def _add_column_sums(total: Tensor | None, grad: Tensor) -> Tensor:
+    """The bias' gradient so far plus this block's, (vocab,) float32 (the first block's sums when None)."""
+    sums = grad.sum(dim=0, dtype=torch.float32)
+    return sums if total is None else total.add_(sums)
+
+
 def _float32_forward(features, weight, bias, targets, label_smoothing, chunk_rows, want_grad):
     """-> (loss, grad_x (n, d), grad_w (vocab, d), grad_b (vocab,)), all float32 (a gradient None unless wanted).
     Each block's gradient goes into the three products while it is still in cache."""
@@ -102,10 +108,8 @@ def _float32_forward(features, weight, bias, targets, label_smoothing, chunk_row
             grad_w = torch.mm(grad.t(), x)  # (vocab, d)
         elif want_grad[1]:  # in place, written as out= so that torch's FLOP counter sees it
             torch.addmm(grad_w, grad.t(), x, out=grad_w)
-        if want_grad[2] and grad_b is None:
-            grad_b = grad.sum(dim=0, dtype=torch.float32)  # (vocab,)
-        elif want_grad[2]:
-            grad_b.add_(grad.sum(dim=0, dtype=torch.float32))
+        if want_grad[2]:
+            grad_b = _add_column_sums(grad_b, grad)
     return loss, grad_x, grad_w, grad_b
 
 
@@ -144,10 +148,8 @@ def _bf16_forward(features, weight, bias, targets, label_smoothing, chunk_rows, 
             continue
         if gradients is not None:
             gradients[start : start + rows] = grad
-        if want_grad[2] and grad_b is None:
-            grad_b = grad.sum(dim=0, dtype=torch.float32)  # (vocab,)
-        elif want_grad[2]:
-            grad_b.add_(grad.sum(dim=0, dtype=torch.float32))
+        if want_grad[2]:
+            grad_b = _add_column_sums(grad_b, grad)
     grad_x = torch.mm(gradients, w)[:n] if want_grad[0] else None  # (n, d)
     grad_w = torch.mm(gradients.t(), x) if want_grad[1] else None  # (vocab, d)
     return loss, grad_x, grad_w, grad_b
