@@ -11,10 +11,12 @@ from s2s_attn.decoding.greedy import chunk_size, first_argmax
 from s2s_attn.decoding.step import (
     AdditiveBahdanauStepper,
     GenericStepper,
+    LuongStepper,
     OutputTable,
     bahdanau_tables,
     decoder_tables,
     fast_path_applies,
+    luong_path_applies,
     make_stepper,
     reorder_state,
     shared_tables,
@@ -98,6 +100,55 @@ def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, atten
                 rows = torch.tensor([0, 1, 2, 6, 7, 8])
                 state_fast, state_plain = reorder_state(state_fast, rows), reorder_state(state_plain, rows)
                 hidden = state_fast[0]
+
+
+@pytest.mark.parametrize("attention", ["luong_general", "luong_dot", "scaled_dot", "luong_concat"])
+@pytest.mark.parametrize("input_feeding", [False, True])
+@pytest.mark.parametrize("project_values", [False, True])
+def test_the_luong_tables_step_equals_the_decoder_step(make_tiny_model, attention, input_feeding, project_values):
+    model = make_tiny_model(decoder="luong", attention=attention, input_feeding=input_feeding)
+    batch = make_batch([[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]], None, [0, 1, 2])
+    width = 3
+    with torch.inference_mode():
+        assert luong_path_applies(model) and not fast_path_applies(model)
+        values, final, keys_proj, mask = model.encode(batch.src, batch.src_len)
+        fast = make_stepper(model, keys_proj, values, mask, project_values=project_values)
+        plain = GenericStepper(model, keys_proj, values, mask)
+        assert isinstance(fast, LuongStepper)
+        hidden, feed = model.decoder.init_state(final)
+        hidden = hidden.repeat_interleave(width, dim=1)  # (1, 9, H)
+        hidden = hidden + 0.1 * torch.randn_like(hidden)
+        feed = None if feed is None else 0.1 * torch.randn(hidden.size(1), feed.size(1))  # a fed h~ that is not 0
+        state_fast = state_plain = (hidden, feed)  # as init_state gives it: the first step primes it
+        for step in range(4):
+            prev = torch.randint(4, 25, (hidden.size(1),))
+            out = torch.empty(prev.size(0), 25)
+            logits_f, state_fast, weights_f = fast.step(prev, state_fast, width, out=out)
+            logits_p, state_plain, weights_p = plain.step(prev, state_plain, width)
+            assert logits_f.data_ptr() == out.data_ptr()
+            torch.testing.assert_close(logits_f, logits_p, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(state_fast[0], state_plain[0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(weights_f, weights_p, rtol=1e-5, atol=1e-6)
+            if step <= 1:
+                assert torch.all(weights_f.view(3, width, -1)[1, :, 3:] == 0)  # padding of the 2-piece source
+            if step == 1:  # the second sentence is done
+                keep = Compaction([0, 2], 3)  # the third sentence moves into the second one's place
+                fast.keep(keep)
+                plain.keep(keep)
+                rows = torch.tensor([0, 1, 2, 6, 7, 8])
+                state_fast, state_plain = reorder_state(state_fast, rows), reorder_state(state_plain, rows)
+                hidden = state_fast[0]
+
+
+def test_the_luong_step_applies_to_one_layer_of_every_attention_but_multihead(make_tiny_model):
+    model = make_tiny_model(decoder="luong", attention="luong_general")
+    assert not luong_path_applies(model)  # not under inference_mode
+    with torch.inference_mode():
+        assert luong_path_applies(model)
+        assert not luong_path_applies(model.train())
+        assert not luong_path_applies(make_tiny_model(decoder="luong", attention="multihead"))
+        assert not luong_path_applies(make_tiny_model(decoder="luong", decoder_layers=2))
+        assert not luong_path_applies(make_tiny_model())  # the Bahdanau decoder has its own
 
 
 def test_the_generic_step_gives_the_output_layers_logits_from_its_kept_weight(make_tiny_model):
