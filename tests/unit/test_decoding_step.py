@@ -68,11 +68,38 @@ def test_log_softmax_in_place_equals_the_plain_one():
     assert result.data_ptr() == buffer.data_ptr() and torch.equal(result, expected)
 
 
+THREE_SOURCES = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+
+
+def assert_steps_agree(fast, plain, state, width: int) -> None:
+    """Four steps of the fast stepper give the generic one's logits (into the given buffer), states and
+    attention (0 on padding) for the three sentences of `THREE_SOURCES`, ``width`` rows each; after the second
+    step the second sentence is done and the third moves into its place."""
+    state_fast = state_plain = state
+    for step in range(4):
+        prev = torch.randint(4, 25, (state_fast[0].size(1),))
+        out = torch.empty(prev.size(0), 25)
+        logits_f, state_fast, weights_f = fast.step(prev, state_fast, width, out=out)
+        logits_p, state_plain, weights_p = plain.step(prev, state_plain, width)
+        assert logits_f.data_ptr() == out.data_ptr()
+        torch.testing.assert_close(logits_f, logits_p, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(state_fast[0], state_plain[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(weights_f, weights_p, rtol=1e-5, atol=1e-6)
+        if step <= 1:
+            assert torch.all(weights_f.view(3, width, -1)[1, :, 3:] == 0)  # padding of the 2-piece source
+        if step == 1:  # the second sentence is done
+            keep = Compaction([0, 2], 3)  # the third sentence moves into the second one's place
+            fast.keep(keep)
+            plain.keep(keep)
+            rows = torch.tensor([0, 1, 2, 6, 7, 8])
+            state_fast, state_plain = reorder_state(state_fast, rows), reorder_state(state_plain, rows)
+
+
 @pytest.mark.parametrize("attention", ["bahdanau", "luong_concat"])
 @pytest.mark.parametrize("project_values", [False, True])
 def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, attention, project_values):
     model = make_tiny_model(attention=attention)
-    batch = make_batch([[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]], None, [0, 1, 2])
+    batch = make_batch(THREE_SOURCES, None, [0, 1, 2])
     width = 3
     with torch.inference_mode():
         assert fast_path_applies(model)
@@ -81,25 +108,7 @@ def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, atten
         plain = GenericStepper(model, keys_proj, values, mask)
         assert isinstance(fast, AdditiveBahdanauStepper)
         hidden = model.decoder.init_state(final)[0].repeat_interleave(width, dim=1)  # (1, 9, H)
-        state_fast = state_plain = (hidden + 0.1 * torch.randn_like(hidden), None)
-        for step in range(4):
-            prev = torch.randint(4, 25, (hidden.size(1),))
-            out = torch.empty(prev.size(0), 25)
-            logits_f, state_fast, weights_f = fast.step(prev, state_fast, width, out=out)
-            logits_p, state_plain, weights_p = plain.step(prev, state_plain, width)
-            assert logits_f.data_ptr() == out.data_ptr()
-            torch.testing.assert_close(logits_f, logits_p, rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(state_fast[0], state_plain[0], rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(weights_f, weights_p, rtol=1e-5, atol=1e-6)
-            if step <= 1:
-                assert torch.all(weights_f.view(3, width, -1)[1, :, 3:] == 0)  # padding of the 2-piece source
-            if step == 1:  # the second sentence is done
-                keep = Compaction([0, 2], 3)  # the third sentence moves into the second one's place
-                fast.keep(keep)
-                plain.keep(keep)
-                rows = torch.tensor([0, 1, 2, 6, 7, 8])
-                state_fast, state_plain = reorder_state(state_fast, rows), reorder_state(state_plain, rows)
-                hidden = state_fast[0]
+        assert_steps_agree(fast, plain, (hidden + 0.1 * torch.randn_like(hidden), None), width)
 
 
 @pytest.mark.parametrize("attention", ["luong_general", "luong_dot", "scaled_dot", "luong_concat"])
@@ -107,7 +116,7 @@ def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, atten
 @pytest.mark.parametrize("project_values", [False, True])
 def test_the_luong_tables_step_equals_the_decoder_step(make_tiny_model, attention, input_feeding, project_values):
     model = make_tiny_model(decoder="luong", attention=attention, input_feeding=input_feeding)
-    batch = make_batch([[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]], None, [0, 1, 2])
+    batch = make_batch(THREE_SOURCES, None, [0, 1, 2])
     width = 3
     with torch.inference_mode():
         assert luong_path_applies(model) and not fast_path_applies(model)
@@ -119,25 +128,7 @@ def test_the_luong_tables_step_equals_the_decoder_step(make_tiny_model, attentio
         hidden = hidden.repeat_interleave(width, dim=1)  # (1, 9, H)
         hidden = hidden + 0.1 * torch.randn_like(hidden)
         feed = None if feed is None else 0.1 * torch.randn(hidden.size(1), feed.size(1))  # a fed h~ that is not 0
-        state_fast = state_plain = (hidden, feed)  # as init_state gives it: the first step primes it
-        for step in range(4):
-            prev = torch.randint(4, 25, (hidden.size(1),))
-            out = torch.empty(prev.size(0), 25)
-            logits_f, state_fast, weights_f = fast.step(prev, state_fast, width, out=out)
-            logits_p, state_plain, weights_p = plain.step(prev, state_plain, width)
-            assert logits_f.data_ptr() == out.data_ptr()
-            torch.testing.assert_close(logits_f, logits_p, rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(state_fast[0], state_plain[0], rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(weights_f, weights_p, rtol=1e-5, atol=1e-6)
-            if step <= 1:
-                assert torch.all(weights_f.view(3, width, -1)[1, :, 3:] == 0)  # padding of the 2-piece source
-            if step == 1:  # the second sentence is done
-                keep = Compaction([0, 2], 3)  # the third sentence moves into the second one's place
-                fast.keep(keep)
-                plain.keep(keep)
-                rows = torch.tensor([0, 1, 2, 6, 7, 8])
-                state_fast, state_plain = reorder_state(state_fast, rows), reorder_state(state_plain, rows)
-                hidden = state_fast[0]
+        assert_steps_agree(fast, plain, (hidden, feed), width)  # as init_state gives it: the first step primes it
 
 
 def test_the_luong_step_applies_to_one_layer_of_every_attention_but_multihead(make_tiny_model):
