@@ -178,8 +178,12 @@ class BeamGroup(Group):
 
     def prepare(self) -> list[tuple[int, list[Hypothesis]]]:
         """The first step (one row per sentence, all beams would start from the same BOS), after which the
-        group has ``beam_size`` rows per sentence, as every group it can join."""
-        return self.advance() if self.width != self.search.beam_size else []
+        group has ``beam_size`` rows per sentence, as every group it can join. With beam size 1 there is no
+        first step to take: the state is only put in the form the step returns it, as the pool's is."""
+        if self.width != self.search.beam_size:
+            return self.advance()
+        self.state = self.stepper.prime_state(self.state)
+        return []
 
     def advance(self) -> list[tuple[int, list[Hypothesis]]]:
         search, k = self.search, self.search.beam_size

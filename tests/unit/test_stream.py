@@ -60,6 +60,14 @@ def test_a_beam_stream_gives_each_sentence_what_it_gets_alone(model, sources):
             assert torch.allclose(got.attention, want.attention, atol=1e-6)
 
 
+def test_a_beam_stream_of_beam_size_one_gives_greedy_decoding(model):
+    search = SearchSettings(beam_size=1)
+    streamed = dict(beam_search_stream(model, batches(SOURCES, 4), 4, search))  # newcomers join a running pool
+    assert sorted(streamed) == list(range(len(SOURCES)))
+    for i, source in enumerate(SOURCES):
+        assert streamed[i][0].tokens == greedy_decode(model, *alone(source))[0][0]
+
+
 def test_a_compaction_moves_the_kept_sentences_beyond_the_new_size_into_the_holes():
     rows = torch.arange(12).view(6, 2)  # 6 sentences, 2 rows each -> (12,) would be width 2
     compaction = Compaction([0, 2, 4, 5], 6)  # holes at 1 and 3 take sentences 4 and 5
