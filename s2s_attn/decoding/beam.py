@@ -148,8 +148,8 @@ class BeamGroup(Group):
         self.steps = [0] * batch  # tokens each sentence's live rows hold so far
         self.finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
         values, final, keys_proj, mask = model.encode(src, src_len)
-        self.state = model.decoder.init_state(final)
         self.stepper = make_stepper(model, keys_proj, values, mask, project_values=True)
+        self.state = self.stepper.prime_state(model.decoder.init_state(final))
         self.width = 1
         self.scores = torch.zeros((batch, 1), device=device)  # (n, width) log-probabilities of the live rows
         self.prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
@@ -178,12 +178,8 @@ class BeamGroup(Group):
 
     def prepare(self) -> list[tuple[int, list[Hypothesis]]]:
         """The first step (one row per sentence, all beams would start from the same BOS), after which the
-        group has ``beam_size`` rows per sentence, as every group it can join. With beam size 1 there is no
-        first step to take: the state is only put in the form the step returns it, as the pool's is."""
-        if self.width != self.search.beam_size:
-            return self.advance()
-        self.state = self.stepper.prime_state(self.state)
-        return []
+        group has ``beam_size`` rows per sentence, as every group it can join."""
+        return self.advance() if self.width != self.search.beam_size else []
 
     def advance(self) -> list[tuple[int, list[Hypothesis]]]:
         search, k = self.search, self.search.beam_size

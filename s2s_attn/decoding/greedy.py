@@ -73,8 +73,8 @@ class GreedyGroup(Group):
         self.limits = output_limits(src_len, max_len, max_len_ratio, max_len_extra)  # (n,)
         self.steps = torch.zeros(batch, dtype=torch.long, device=device)  # (n,) pieces decoded so far
         values, final, keys_proj, mask = model.encode(src, src_len)
-        self.state = model.decoder.init_state(final)
         self.stepper = make_stepper(model, keys_proj, values, mask)
+        self.state = self.stepper.prime_state(model.decoder.init_state(final))
         self.prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
         # histories, right-aligned: sentence b's are the last steps[b] columns
         self.tokens = torch.empty((batch, 0), dtype=torch.long, device=device)  # (n, t)
@@ -84,8 +84,7 @@ class GreedyGroup(Group):
         self.logit_buffer: Tensor | None = None
 
     def prepare(self) -> list:
-        """Ready to join a pool: the state in the form the step returns it."""
-        self.state = self.stepper.prime_state(self.state)
+        """Ready to join a pool as it is (nothing to do before the first step)."""
         return []
 
     def advance(self) -> list[tuple[int, tuple[list[int], Tensor | None, Tensor | None]]]:

@@ -2,7 +2,8 @@
 
 `Stepper` is what greedy decoding and beam search call: ``step(prev, state, width, out)`` ->
 (logits (rows, V), new state, attention (rows, src_len)), rows = sentences x width, sentence b owning
-rows b*width .. b*width+width-1; ``keep(compaction)`` drops the sentences that are done (`Compaction`).
+rows b*width .. b*width+width-1, from a state that ``prime_state`` made of the decoder's initial one;
+``keep(compaction)`` drops the sentences that are done (`Compaction`).
 
 * `GenericStepper` works for every decoder and attention: it calls ``model.decoder.step_logits`` with
   the encoder outputs repeated for every row, and the output layer's weight kept as (inputs, outputs),
@@ -129,7 +130,7 @@ class GenericStepper:
         self.values, self.mask = compaction.apply(self.values, width), compaction.apply(self.mask, width)
 
     def prime_state(self, state):
-        """The state in the form ``step`` returns it (unchanged here)."""
+        """The decoder's initial state in the form ``step`` takes and returns it (unchanged here)."""
         return state
 
     def merge(self, other: GenericStepper, width: int) -> None:
@@ -321,12 +322,10 @@ class AdditiveBahdanauStepper(SentenceStepper):
 
     def step(self, prev: Tensor, state, width: int, out: Tensor | None = None):
         tables = self.tables
-        hidden, hq = state  # (1, rows, H), and W_hh s + b_hh, W_q s + b_q from the last step (or None)
+        hidden, hq = state  # (1, rows, H), and W_hh s + b_hh, W_q s + b_q (rows, 3H + A) from the last step
         h = hidden[0]
         n, src_len, attn = self.keys_proj.shape
         rows = h.size(0)
-        if hq is None:
-            hq = self.prime_state(state)[1]  # (rows, 3H + A)
         gh, query = hq[:, : tables.gates], hq[:, tables.gates :]
         energy = torch.tanh(query.view(n, width, 1, attn) + self.keys_proj.unsqueeze(1))  # (n, width, S, A)
         weights = masked_softmax(torch.matmul(energy, tables.energy), self.mask)  # (n, width, S)
@@ -346,11 +345,10 @@ class AdditiveBahdanauStepper(SentenceStepper):
         return logits, (h.unsqueeze(0), hq), weights.view(rows, src_len)
 
     def prime_state(self, state):
-        """The state in the form ``step`` returns it: with W_hh s + b_hh and W_q s + b_q in ``extra``."""
-        hidden, hq = state
-        if hq is None:
-            hq = torch.addmm(self.tables.h_bias, hidden[0], self.tables.h_weight_t)  # (rows, 3H + A)
-        return hidden, hq
+        """The decoder's initial state in the form ``step`` takes and returns it: with W_hh s + b_hh and
+        W_q s + b_q in ``extra``."""
+        hidden, _ = state
+        return hidden, torch.addmm(self.tables.h_bias, hidden[0], self.tables.h_weight_t)  # (rows, 3H + A)
 
 
 def gru_update(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
@@ -402,8 +400,8 @@ class LuongStepper(SentenceStepper):
     - the combine layer's W_c,h h_t and the next step's W_hh h_t are one product;
     - the output layer's bias is one more input row of its weight, fed a constant 1.
 
-    The state's ``extra`` starts as ``LuongDecoder.init_state`` gives it (None, or h~_0 = 0 under input
-    feeding) and is turned into the carried products by the first step (or by `prime_state`)."""
+    `prime_state` turns ``LuongDecoder.init_state``'s ``extra`` (None, or h~_0 = 0 under input feeding) into
+    the carried products."""
 
     def __init__(self, model, keys_proj: Tensor, values: Tensor, mask: Tensor, project_values: bool) -> None:
         decoder = model.decoder
@@ -411,13 +409,10 @@ class LuongStepper(SentenceStepper):
         self.attention = decoder.attention
         self.output_size, self.output_weight_t = tables.output_size, tables.output_weight_t
         self.project_values = project_values
-        self.primed = False  # whether the state's extra holds the carried products yet
         super().__init__(keys_proj, torch.matmul(values, tables.ctx_weight_t) if project_values else values, mask)
 
     def step(self, prev: Tensor, state, width: int, out: Tensor | None = None):
         tables = self.tables
-        if not self.primed:
-            state = self.prime_state(state)
         hidden, carried = state  # (1, rows, H), (rows, 3H [+ 3H]): W_hh h + b_hh [, W_ih,f h~]
         h = hidden[0]
         rows, size = h.shape
@@ -440,10 +435,8 @@ class LuongStepper(SentenceStepper):
         return logits, (h.unsqueeze(0), carried), weights.view(rows, src_len)
 
     def prime_state(self, state):
-        """The state in the form ``step`` returns it: ``extra`` W_hh h + b_hh [, W_ih,f h~]."""
-        if self.primed:
-            return state
-        self.primed = True
+        """The decoder's initial state in the form ``step`` takes and returns it: ``extra`` W_hh h + b_hh
+        [, W_ih,f h~]."""
         hidden, feed = state
         carried = torch.addmm(self.tables.h_bias, hidden[0], self.tables.h_weight_t)  # (rows, 3H)
         if self.tables.feed_weight_t is not None:

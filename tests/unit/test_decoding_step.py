@@ -71,11 +71,11 @@ def test_log_softmax_in_place_equals_the_plain_one():
 THREE_SOURCES = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
 
 
-def assert_steps_agree(fast, plain, state, width: int) -> None:
+def assert_steps_agree(fast, plain, state_fast, state_plain, width: int) -> None:
     """Four steps of the fast stepper give the generic one's logits (into the given buffer), states and
     attention (0 on padding) for the three sentences of `THREE_SOURCES`, ``width`` rows each; after the second
-    step the second sentence is done and the third moves into its place."""
-    state_fast = state_plain = state
+    step the second sentence is done and the third moves into its place. The states: the same initial state as
+    each stepper's ``prime_state`` gives it."""
     for step in range(4):
         prev = torch.randint(4, 25, (state_fast[0].size(1),))
         out = torch.empty(prev.size(0), 25)
@@ -108,7 +108,8 @@ def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, atten
         plain = GenericStepper(model, keys_proj, values, mask)
         assert isinstance(fast, AdditiveBahdanauStepper)
         hidden = model.decoder.init_state(final)[0].repeat_interleave(width, dim=1)  # (1, 9, H)
-        assert_steps_agree(fast, plain, (hidden + 0.1 * torch.randn_like(hidden), None), width)
+        state = (hidden + 0.1 * torch.randn_like(hidden), None)
+        assert_steps_agree(fast, plain, fast.prime_state(state), plain.prime_state(state), width)
 
 
 @pytest.mark.parametrize("attention", ["luong_general", "luong_dot", "scaled_dot", "luong_concat"])
@@ -128,7 +129,7 @@ def test_the_luong_tables_step_equals_the_decoder_step(make_tiny_model, attentio
         hidden = hidden.repeat_interleave(width, dim=1)  # (1, 9, H)
         hidden = hidden + 0.1 * torch.randn_like(hidden)
         feed = None if feed is None else 0.1 * torch.randn(hidden.size(1), feed.size(1))  # a fed h~ that is not 0
-        assert_steps_agree(fast, plain, (hidden, feed), width)  # as init_state gives it: the first step primes it
+        assert_steps_agree(fast, plain, fast.prime_state((hidden, feed)), plain.prime_state((hidden, feed)), width)
 
 
 def test_the_luong_step_applies_to_one_layer_of_every_attention_but_multihead(make_tiny_model):
