@@ -158,23 +158,33 @@ class BeamGroup(Group):
         self.attention = torch.empty((batch, 0, values.size(1)), device=device) if self.track_attention else None
         self.logit_buffer: Tensor | None = None
 
-    def _finish(self, b: int, row: int, score: float, last: int | None, step_weights: Tensor | None) -> None:
-        """Sentence b's hypothesis that extends live row ``row`` (before this step's reordering) with EOS
-        (``last`` None) or, at the length limit, with the token ``last``; ``step_weights``: this step's
-        attention (rows, src_cols) when tracked."""
-        steps = self.steps[b]
-        out = self.tokens[row, self.tokens.size(1) - steps :].tolist()
-        if last is not None:
-            out.append(last)
-        length = steps + 1  # the tokens with EOS, or at the limit the tokens with the last one
+    def _finish(self, sentences: list[int], rows: list[int], scores: list[float], lasts: list[int | None],
+                step_weights: Tensor | None) -> None:
+        """Finished hypotheses, in order, each of sentence ``sentences[i]`` (while it has fewer than
+        ``beam_size``): live row ``rows[i]`` (before this step's reordering) extended with EOS (``lasts[i]``
+        None) or, at the length limit, with the token ``lasts[i]``, of log-probability ``scores[i]``;
+        ``step_weights``: this step's attention (rows, src_cols) when tracked. The rows' histories are
+        gathered in one go."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.tokens.device)
+        histories = self.tokens.index_select(0, index).tolist()
+        if self.track_attention:  # (m, t + 1, src_cols): each row's attention so far and this step's
+            attentions = torch.cat([self.attention.index_select(0, index),
+                                    step_weights.index_select(0, index).unsqueeze(1)], dim=1)
         search = self.search
-        norm = score / length_normaliser(length, search.length_penalty, search.alpha)
-        att = None
-        if self.track_attention:
-            att = torch.cat([self.attention[row, self.attention.size(1) - steps :], step_weights[row].unsqueeze(0)])
-            att = att[:, : self.lengths[b]].float()  # (length, src_len)
-            norm += coverage_bonus(att.sum(dim=0), search.coverage_penalty)
-        self.finished[b].append(Hypothesis(out, score, norm, att.cpu() if self.return_attention else None))
+        for i, (b, score, last) in enumerate(zip(sentences, scores, lasts)):
+            if len(self.finished[b]) >= search.beam_size:
+                continue
+            steps = self.steps[b]
+            out = histories[i][len(histories[i]) - steps :]
+            if last is not None:
+                out.append(last)
+            length = steps + 1  # the tokens with EOS, or at the limit the tokens with the last one
+            norm = score / length_normaliser(length, search.length_penalty, search.alpha)
+            att = None
+            if self.track_attention:
+                att = attentions[i, attentions.size(1) - length :, : self.lengths[b]].float()  # (length, src_len)
+                norm += coverage_bonus(att.sum(dim=0), search.coverage_penalty)
+            self.finished[b].append(Hypothesis(out, score, norm, att.cpu() if self.return_attention else None))
 
     def prepare(self) -> list[tuple[int, list[Hypothesis]]]:
         """The first step (one row per sentence, all beams would start from the same BOS), after which the
@@ -199,11 +209,14 @@ class BeamGroup(Group):
         step_weights = weights.float() if self.track_attention else None
 
         # EOS extensions that rank among the first k are finished hypotheses
-        eos_first_k = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
-        if bool(eos_first_k.any()):
-            for b, rank in eos_first_k.nonzero().tolist():
-                if len(self.finished[b]) < k:
-                    self._finish(b, b * width + int(origin[b, rank]), float(top_scores[b, rank]), None, step_weights)
+        found = (is_eos[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero()  # (m, 2): sentence, rank
+        if found.size(0):
+            sentences, ranks = found[:, 0], found[:, 1]
+            rows = (sentences * width + origin[sentences, ranks]).tolist()
+            scores = top_scores[sentences, ranks].tolist()
+            sentences = sentences.tolist()
+            self._finish(sentences, rows, scores, [None] * len(rows), step_weights)
+            for b in sentences:
                 done[b] = len(self.finished[b]) >= k
 
         # the best k extensions that do not end in EOS stay alive
@@ -218,6 +231,7 @@ class BeamGroup(Group):
         # length limit its live hypotheses count as finished (without EOS)
         normalisers = [length_normaliser(steps + 1, search.length_penalty, search.alpha) for steps in self.steps]
         live_best = (alive_scores[:, 0] / torch.tensor(normalisers, device=alive_scores.device)).tolist()
+        at_limit = []
         for b in range(n):
             hyps = self.finished[b]
             if done[b]:
@@ -225,10 +239,20 @@ class BeamGroup(Group):
             if len(hyps) >= search.nbest and max(h.norm_score for h in hyps) >= live_best[b]:
                 done[b] = True
             elif self.limits[b] <= self.steps[b] + 1:
-                for beam, score in enumerate(alive_scores[b].tolist()):
-                    if math.isfinite(score) and len(hyps) < k:
-                        self._finish(b, int(next_rows[b, beam]), score, int(next_tokens[b, beam]), step_weights)
+                at_limit.append(b)
                 done[b] = True
+        if at_limit:
+            limited = torch.tensor(at_limit, device=alive_scores.device)
+            sentences, rows, scores, lasts = [], [], [], []
+            for b, rows_b, scores_b, lasts_b in zip(at_limit, next_rows[limited].tolist(),
+                                                    alive_scores[limited].tolist(), next_tokens[limited].tolist()):
+                for row, score, last in zip(rows_b, scores_b, lasts_b):
+                    if math.isfinite(score):
+                        sentences.append(b)
+                        rows.append(row)
+                        scores.append(score)
+                        lasts.append(last)
+            self._finish(sentences, rows, scores, lasts, step_weights)
 
         # carry the live rows of the sentences still searched (the others leave, so the next steps compute
         # only for these), in one gather per tensor
