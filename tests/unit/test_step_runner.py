@@ -69,6 +69,42 @@ def test_max_bad_steps_zero_skips_forever_without_stopping(tiny_model):
     assert step.skipped == 12
 
 
+def gradients_of_one_step(model, clip_grad: float):
+    """(the gradient norm the step returned, the gradients the optimizer saw) of one step with plain SGD at lr 0."""
+    model.train()
+    seen = {}
+
+    class Recording(torch.optim.SGD):
+        def step(self, closure=None):
+            seen.update({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+            return super().step(closure)
+
+    step = StepRunner(model, Recording(model.parameters(), lr=0.0), torch.device("cpu"), "fp32", label_smoothing=0.0,
+                      clip_grad=clip_grad)
+    _, _, norm = step(a_batch())
+    return norm, seen
+
+
+@pytest.mark.parametrize("clip_grad", [1e-3, 1.0, 1e6, 0.0])
+def test_clipping_scales_the_gradients_as_clip_grad_norm_does_and_only_above_the_limit(tiny_model, clip_grad):
+    norm, seen = gradients_of_one_step(tiny_model, clip_grad)
+    tiny_model.zero_grad(set_to_none=True)  # the same step by hand (lr 0: the same weights)
+    batch = a_batch()
+    loss_sum, _ = tiny_model(batch.src, batch.src_len, batch.tgt_in, batch.tgt_out)
+    (loss_sum / batch.loss_tokens).backward()
+    expected = {name: p.grad.clone() for name, p in tiny_model.named_parameters() if p.grad is not None}
+    expected_norm = float(torch.nn.utils.get_total_norm(list(expected.values())))
+    assert norm == pytest.approx(expected_norm, rel=1e-6)  # the norm before clipping
+    if clip_grad:  # what clip_grad_norm_ gives
+        torch.nn.utils.clip_grad_norm_([p for p in tiny_model.parameters() if p.grad is not None], clip_grad)
+        expected = {name: p.grad.clone() for name, p in tiny_model.named_parameters() if p.grad is not None}
+    assert seen.keys() == expected.keys()
+    for name, grad in expected.items():
+        torch.testing.assert_close(seen[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+    scaled = float(torch.nn.utils.get_total_norm(list(seen.values())))
+    assert scaled == pytest.approx(min(expected_norm, clip_grad or float("inf")), rel=1e-4)
+
+
 def trainer_cfg(**overrides):
     base = dict(batch_tokens=2000, batch_size=None, max_steps=None, max_minutes=20, eval_every=500, log_every=50,
                 save_every=250, keep_last=3, patience=10, max_bad_steps=10, lr=0.001)
@@ -87,6 +123,7 @@ def trainer_cfg(**overrides):
     ({"max_minutes": -1}, "trainer.max_minutes must be a positive number (or null), got -1"),
     ({"patience": -1}, "trainer.patience must be a non-negative integer (or null), got -1"),
     ({"lr": 0}, "trainer.lr must be a positive number, got 0"),
+    ({"clip_grad": -1.0}, "trainer.clip_grad must be a non-negative number (or null), got -1.0"),
 ])
 def test_unusable_trainer_settings_fail_fast_naming_the_setting(overrides, message):
     with pytest.raises(ValueError) as info:
@@ -102,3 +139,5 @@ def test_the_default_trainer_settings_pass():
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         check_trainer_config(compose("config").trainer)
     check_trainer_config(trainer_cfg(batch_tokens=None, batch_size=64, save_every=None, patience=0))
+    check_trainer_config(trainer_cfg(clip_grad=None))  # no clipping
+    check_trainer_config(trainer_cfg(clip_grad=0))
