@@ -216,8 +216,8 @@ def hold_tables(model) -> None:
 
 
 def decoder_tables(decoder, kind):
-    """The decoder's tables of this kind (`BahdanauTables`, `OutputTable`): those of the open `shared_tables`
-    block, else freshly built."""
+    """The decoder's tables of this kind (`BahdanauTables`, `LuongTables`, `OutputTable`): those of the open
+    `shared_tables` block, else freshly built."""
     if decoder not in _TABLES:
         return kind(decoder)
     built = _TABLES[decoder]
@@ -250,14 +250,17 @@ def luong_path_applies(model) -> bool:
 
 
 class SentenceStepper:
-    """What the fused steps share: the encoder tensors kept one copy per sentence (a sentence's rows broadcast
-    against them), dropped with `keep` and grown with `merge` in buffers with room to spare, and a features
-    buffer whose last column is 1 (the output bias' input)."""
+    """What the fused steps share: their tables (`BahdanauTables` or `LuongTables`: ``ctx_weight_t``,
+    ``output_size``, ``output_weight_t``), the encoder tensors kept one copy per sentence (a sentence's rows
+    broadcast against them), with ``project_values`` the values projected by the tables' ``ctx_weight_t`` once,
+    dropped with `keep` and grown with `merge` in buffers with room to spare, and a features buffer whose last
+    column is 1 (the output bias' input)."""
 
-    output_size: int
-    output_weight_t: Tensor
-
-    def __init__(self, keys_proj: Tensor, values: Tensor, mask: Tensor) -> None:
+    def __init__(self, tables, keys_proj: Tensor, values: Tensor, mask: Tensor, project_values: bool) -> None:
+        self.tables, self.project_values = tables, project_values
+        self.output_size, self.output_weight_t = tables.output_size, tables.output_weight_t
+        if project_values:
+            values = torch.matmul(values, tables.ctx_weight_t)
         self.keys_proj, self.values, self.mask = keys_proj, values, mask  # (n, S, ...), (n, S, ...), (n, S)
         self.buffers: tuple[Tensor, Tensor, Tensor] | None = None  # (keys, values, mask) of a pool: see `merge`
         self.feature_buffer: Tensor | None = None
@@ -316,13 +319,8 @@ class AdditiveBahdanauStepper(SentenceStepper):
     """The Bahdanau decoder's step with additive attention, from `BahdanauTables` (module docstring)."""
 
     def __init__(self, model, keys_proj: Tensor, values: Tensor, mask: Tensor, project_values: bool) -> None:
-        decoder = model.decoder
-        self.tables = tables = bahdanau_tables(decoder)
-        self.decoder = decoder
-        self.output_size, self.output_weight_t = tables.output_size, tables.output_weight_t
-        self.project_values = project_values
         # (n, S, A) keys; (n, S, 3H + O) projected values, or (n, S, ctx) the values themselves
-        super().__init__(keys_proj, torch.matmul(values, tables.ctx_weight_t) if project_values else values, mask)
+        super().__init__(bahdanau_tables(model.decoder), keys_proj, values, mask, project_values)
 
     def step(self, prev: Tensor, state, width: int, out: Tensor | None = None):
         tables = self.tables
@@ -407,12 +405,9 @@ class LuongStepper(SentenceStepper):
     the carried products."""
 
     def __init__(self, model, keys_proj: Tensor, values: Tensor, mask: Tensor, project_values: bool) -> None:
-        decoder = model.decoder
-        self.tables = tables = decoder_tables(decoder, LuongTables)
-        self.attention = decoder.attention
-        self.output_size, self.output_weight_t = tables.output_size, tables.output_weight_t
-        self.project_values = project_values
-        super().__init__(keys_proj, torch.matmul(values, tables.ctx_weight_t) if project_values else values, mask)
+        self.attention = model.decoder.attention
+        # (n, S, ·) keys; (n, S, O) projected values, or (n, S, ctx) the values themselves
+        super().__init__(decoder_tables(model.decoder, LuongTables), keys_proj, values, mask, project_values)
 
     def step(self, prev: Tensor, state, width: int, out: Tensor | None = None):
         tables = self.tables
