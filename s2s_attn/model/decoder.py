@@ -107,6 +107,17 @@ class Decoder(nn.Module):
         return self.output(features), attention
 
 
+def gru_cell(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
+    """One GRU cell update, as ``nn.GRU`` computes it (gate order r, z, n), from its input gates
+    gi = W_ih x + b_ih and hidden gates gh = W_hh h + b_hh, each (batch, 3H); h: (batch, H) -> new h."""
+    i_r, i_z, i_n = gi.chunk(3, dim=1)
+    h_r, h_z, h_n = gh.chunk(3, dim=1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return n + z * (h - n)  # = (1 - z) * n + z * h
+
+
 class GRUCellStack(nn.Module):
     """A stack of GRU cells whose first layer's input is split into a precomputable part.
 
@@ -154,12 +165,7 @@ class GRUCellStack(nn.Module):
             context_weight = self.context_weight()
         gi = emb_gates + torch.nn.functional.linear(ctx, context_weight)
         gh = torch.nn.functional.linear(h, cell.weight_hh, cell.bias_hh)  # (batch, 3H)
-        i_r, i_z, i_n = gi.chunk(3, dim=1)
-        h_r, h_z, h_n = gh.chunk(3, dim=1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        h = n + z * (h - n)  # = (1 - z) * n + z * h
+        h = gru_cell(gi, gh, h)
         new_hidden = [h]
         for layer, cell in enumerate(self.cells[1:], start=1):
             h = cell(self.dropout(h), hidden[layer])
@@ -338,13 +344,43 @@ class LuongDecoder(Decoder):
             tops, _ = self.rnn(emb, hidden)  # (batch, tgt_len, H): the whole target in one call
             attentionals, attentions = self.attend(tops, keys_proj, values, src_mask)  # 3-D query
         else:
+            step_inputs, gru_step = self._fed_gru(emb)
             steps, weights_per_step = [], []
-            for step_emb in emb.unbind(1):  # (batch, emb); unbind: one backward for all steps
-                rnn_input = torch.cat([step_emb, feed.to(emb.dtype)], dim=-1)  # (batch, emb + out)
-                top, hidden = self.rnn(rnn_input.unsqueeze(1), hidden)  # (batch, 1, H)
-                feed, weights = self.attend(top.squeeze(1), keys_proj, values, src_mask)  # (batch, out)
+            for step_input in step_inputs:
+                top, hidden = gru_step(step_input, feed, hidden)  # (batch, H), (layers, batch, H)
+                feed, weights = self.attend(top, keys_proj, values, src_mask)  # (batch, out)
                 steps.append(feed)
                 weights_per_step.append(weights)
             attentionals = torch.stack(steps, dim=1)  # (batch, tgt_len, output_size)
             attentions = torch.stack(weights_per_step, dim=1)  # (batch, tgt_len, src_len)
         return attentionals, attentions  # (batch, tgt_len, output_size), (batch, tgt_len, src_len)
+
+    def _fed_gru(self, emb: Tensor):
+        """The GRU of a loop with input feeding, emb (batch, tgt_len, emb) -> (one input per step, a function
+        (step input, fed h~ (batch, output_size), hidden (layers, batch, H)) -> (top (batch, H), new hidden)).
+
+        One layer without autocast: the step inputs are the embeddings' part of the input gates,
+        W_ih,e y + b_ih (batch, 3H), computed for all steps in one product; a step adds the fed h~'s part
+        W_ih,f h~ (its slice of W_ih taken once, as in `GRUCellStack.context_weight`) and updates as ``nn.GRU``
+        does. Otherwise (more layers, or autocast, under which ``nn.GRU`` keeps the recurrence in float32) the
+        step inputs are the embeddings and a step calls ``nn.GRU`` on [E y; h~]. The unbind gives one backward
+        for all steps."""
+        rnn = self.rnn
+        if self.num_layers > 1 or torch.is_autocast_enabled(emb.device.type):
+            def module_step(step_emb, feed, hidden):
+                rnn_input = torch.cat([step_emb, feed.to(step_emb.dtype)], dim=-1)  # (batch, emb + out)
+                top, hidden = rnn(rnn_input.unsqueeze(1), hidden)  # (batch, 1, H)
+                return top.squeeze(1), hidden
+
+            return emb.unbind(1), module_step
+        emb_size = emb.size(-1)
+        emb_gates = torch.nn.functional.linear(emb, rnn.weight_ih_l0[:, :emb_size], rnn.bias_ih_l0)  # (B, T, 3H)
+        feed_weight = rnn.weight_ih_l0[:, emb_size:]  # (3H, output_size)
+
+        def cell_step(step_gates, feed, hidden):
+            h = hidden[0]  # (batch, H)
+            gi = step_gates + torch.nn.functional.linear(feed, feed_weight)  # (batch, 3H)
+            h = gru_cell(gi, torch.nn.functional.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0), h)
+            return h, h.unsqueeze(0)
+
+        return emb_gates.unbind(1), cell_step

@@ -47,12 +47,16 @@ def test_both_decoder_styles_are_registered():
     assert DECODER_REGISTRY == {"bahdanau": BahdanauDecoder, "luong": LuongDecoder}
 
 
+@pytest.mark.parametrize("input_feeding", [False, True])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("attention", ALL_ATTENTIONS)
-def test_parallel_path_without_input_feeding_gives_the_loss_and_gradients_of_a_step_by_step_loop(
-    make_tiny_model, attention, layers
+def test_teacher_forcing_gives_the_loss_and_gradients_of_a_step_by_step_loop(
+    make_tiny_model, attention, layers, input_feeding
 ):
-    model = make_tiny_model(attention=attention, decoder="luong", input_feeding=False, decoder_layers=layers).train()
+    """Without input feeding the GRU runs once over the whole target; with it, one layer's loop takes the
+    embeddings' part of the input gates for all steps at once. Both equal `step` called step by step."""
+    model = make_tiny_model(attention=attention, decoder="luong", input_feeding=input_feeding,
+                            decoder_layers=layers).train()
     batch = example_batch()
     parallel = loss_teacher_forced(model, batch)
     parallel_grads = torch.autograd.grad(parallel, list(model.parameters()), allow_unused=True)
@@ -73,8 +77,22 @@ def test_without_input_feeding_teacher_forcing_runs_the_gru_once_over_the_whole_
     assert calls == [(2, 6, 16)]  # one call: (batch, tgt_len, emb_size)
 
 
-def test_with_input_feeding_the_gru_runs_once_per_step_on_the_embedding_and_previous_output(make_tiny_model):
+def test_with_input_feeding_the_embeddings_input_gates_are_one_product_over_the_whole_target(make_tiny_model):
     model = make_tiny_model(decoder="luong", input_feeding=True)
+    calls = count_calls(model.decoder.rnn)
+    linear_inputs = []
+    original_linear = F.linear
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(F, "linear", lambda x, *args: linear_inputs.append(tuple(x.shape)) or original_linear(x, *args))
+        batch = example_batch()
+        model(batch.src, batch.src_len, batch.tgt_in)
+    assert calls == []  # one layer: the loop uses the GRU's weights, not the module
+    assert (2, 6, 16) in linear_inputs  # (batch, tgt_len, emb_size): all steps' embeddings at once
+    assert linear_inputs.count((2, 16)) == 6  # per step, only the fed h~ (batch, output_size) for its gates
+
+
+def test_with_input_feeding_a_deeper_gru_runs_once_per_step_on_the_embedding_and_previous_output(make_tiny_model):
+    model = make_tiny_model(decoder="luong", input_feeding=True, decoder_layers=2)
     calls = count_calls(model.decoder.rnn)
     batch = example_batch()
     model(batch.src, batch.src_len, batch.tgt_in)
