@@ -2,6 +2,16 @@
 
 Special ids are the same in every model: pad=0, unk=1, bos=2, eos=3.
 The serialized SentencePiece models travel inside checkpoints, so ``translate`` needs no other file.
+
+Vocabularies from the training text
+-----------------------------------
+With ``data.spm.prune_unused`` (the default) each side's vocabulary is the pieces that occur in that side's
+training text, plus the four specials, as OpenNMT-py builds its vocabularies. A joint SentencePiece model
+of 8,000 pieces for English and French leaves ~5,800 pieces that ever occur in the French training text
+and ~4,800 in the English: the embeddings and the output layer need no rows for the others, which could
+never be seen in training (their output logits would only learn to be low). The model's ids are then
+positions in the kept list (the specials keep ids 0-3); a piece outside it (a new piece in a test
+sentence) becomes <unk>. The lists are cached beside the SentencePiece models and saved in checkpoints.
 """
 
 from __future__ import annotations
@@ -58,44 +68,87 @@ def _run_trainer(model: io.BytesIO, lines: Iterable[str], vocab_size: int, model
     )
 
 
-class Tokenizer:
-    """Source and target SentencePiece processors (the same one when the vocabulary is joint)."""
+class PieceSubset:
+    """The SentencePiece ids one side's model keeps (``kept``, ascending, the specials 0-3 first): model id i
+    is piece ``kept[i]``; any other piece maps to <unk>."""
 
-    def __init__(self, src_proto: bytes, tgt_proto: bytes) -> None:
+    def __init__(self, kept: list[int], piece_size: int) -> None:
+        if kept[: EOS_ID + 1] != list(range(EOS_ID + 1)) or any(b <= a for a, b in zip(kept, kept[1:])):
+            raise ValueError("a vocabulary subset must be ascending SentencePiece ids starting with the specials")
+        if kept[-1] >= piece_size:
+            raise ValueError(f"a vocabulary subset names piece {kept[-1]}, but the SentencePiece model has "
+                             f"{piece_size} pieces")
+        self.kept = list(kept)
+        self.to_model = [UNK_ID] * piece_size  # SentencePiece id -> model id
+        for model_id, piece_id in enumerate(self.kept):
+            self.to_model[piece_id] = model_id
+
+    def encode(self, ids: list[int]) -> list[int]:
+        return [self.to_model[i] for i in ids]
+
+    def decode(self, ids: list[int]) -> list[int]:
+        return [self.kept[i] for i in ids]
+
+
+class Tokenizer:
+    """Source and target SentencePiece processors (the same one when the vocabulary is joint), and, with
+    ``src_kept`` / ``tgt_kept``, each side's vocabulary as a subset of its model's pieces (see the module
+    doc); ids in and out of every method are the model's ids."""
+
+    def __init__(self, src_proto: bytes, tgt_proto: bytes, src_kept: list[int] | None = None,
+                 tgt_kept: list[int] | None = None) -> None:
         self.src_proto, self.tgt_proto = src_proto, tgt_proto
         self.src = spm.SentencePieceProcessor(model_proto=src_proto)
         self.tgt = spm.SentencePieceProcessor(model_proto=tgt_proto)
+        self.src_subset = None if src_kept is None else PieceSubset(src_kept, self.src.get_piece_size())
+        self.tgt_subset = None if tgt_kept is None else PieceSubset(tgt_kept, self.tgt.get_piece_size())
 
     @property
     def src_vocab_size(self) -> int:
-        return self.src.get_piece_size()
+        return self.src.get_piece_size() if self.src_subset is None else len(self.src_subset.kept)
 
     @property
     def tgt_vocab_size(self) -> int:
-        return self.tgt.get_piece_size()
+        return self.tgt.get_piece_size() if self.tgt_subset is None else len(self.tgt_subset.kept)
+
+    def _side(self, side: str) -> tuple[spm.SentencePieceProcessor, PieceSubset | None]:
+        return (self.src, self.src_subset) if side == "src" else (self.tgt, self.tgt_subset)
+
+    def _encode(self, lines: list[str], side: str) -> list[list[int]]:
+        model, subset = self._side(side)
+        encoded = model.encode(lines)
+        return encoded if subset is None else [subset.encode(ids) for ids in encoded]
 
     def encode_compact(self, lines: list[str], side: str = "src", chunk: int = 8192) -> list[array]:
         """Encode many lines (a training corpus) into int32 arrays, ``chunk`` lines at a time: 4 bytes
         per id instead of a list slot and an int object (about 4x less memory for 160k pairs)."""
-        model = self.src if side == "src" else self.tgt
         compact: list[array] = []
         for start in range(0, len(lines), chunk):
-            compact.extend(array("i", ids) for ids in model.encode(lines[start : start + chunk]))
+            compact.extend(array("i", ids) for ids in self._encode(lines[start : start + chunk], side))
         return compact
 
     def encode_src(self, lines: list[str]) -> list[list[int]]:
-        return self.src.encode(lines)
+        return self._encode(lines, "src")
 
     def encode_tgt(self, lines: list[str]) -> list[list[int]]:
-        return self.tgt.encode(lines)
+        return self._encode(lines, "tgt")
 
     def decode_tgt(self, ids: list[list[int]]) -> list[str]:
+        if self.tgt_subset is not None:
+            ids = [self.tgt_subset.decode(row) for row in ids]
         return self.tgt.decode(ids)
 
     def src_pieces(self, line: str) -> list[str]:
         return self.src.encode(line, out_type=str)
 
+    def src_pieces_of(self, ids: list[int]) -> list[str]:
+        if self.src_subset is not None:
+            ids = self.src_subset.decode(ids)
+        return [self.src.id_to_piece(i) for i in ids]
+
     def tgt_pieces_of(self, ids: list[int]) -> list[str]:
+        if self.tgt_subset is not None:
+            ids = self.tgt_subset.decode(ids)
         return [self.tgt.id_to_piece(i) for i in ids]
 
     @classmethod
@@ -115,12 +168,14 @@ class Tokenizer:
         for key in ("vocab_size", "src_vocab_size", "tgt_vocab_size"):
             if settings[key] is not None and int(settings[key]) <= 0:
                 raise ValueError(f"data.spm.{key} must be a positive number, got {settings[key]}")
+        prune = bool(spm_cfg.get("prune_unused", True))
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         cache = Path(data_dir) / f"spm-{key}"
         src_file, tgt_file = cache / "src.model", cache / "tgt.model"
         if src_file.exists() and tgt_file.exists():
             log(f"using cached SentencePiece models in {cache}")
-            return cls(src_file.read_bytes(), tgt_file.read_bytes())
+            tok = cls(src_file.read_bytes(), tgt_file.read_bytes())
+            return tok.pruned(data_dir, cache, log) if prune else tok
 
         def read(side: str) -> list[str]:
             return (Path(data_dir) / f"train.{side}").read_text(encoding="utf-8").splitlines()
@@ -147,4 +202,26 @@ class Tokenizer:
             if size < asked:
                 log(f"note: the {side} vocabulary has {size} pieces, fewer than the {asked} of data.spm: the "
                     "training text does not support more")
-        return tok
+        return tok.pruned(data_dir, cache, log) if prune else tok
+
+    def pruned(self, data_dir: Path, cache: Path, log=print) -> Tokenizer:
+        """This tokenizer with each side's vocabulary cut to the pieces of its training text
+        (``data_dir/train.{src,tgt}``), the lists cached in ``cache/used_pieces.json``."""
+        used_file = cache / "used_pieces.json"
+        if used_file.exists():
+            used = json.loads(used_file.read_text())
+        else:
+            used = {}
+            for side in ("src", "tgt"):
+                model, _ = self._side(side)
+                lines = (Path(data_dir) / f"train.{side}").read_text(encoding="utf-8").splitlines()
+                pieces = set(range(EOS_ID + 1))
+                for ids in model.encode(lines):
+                    pieces.update(ids)
+                used[side] = sorted(pieces)
+            tmp = used_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(used))
+            os.replace(tmp, used_file)
+            log(f"vocabularies from the training text: source {len(used['src'])} of "
+                f"{self.src.get_piece_size()} pieces, target {len(used['tgt'])} of {self.tgt.get_piece_size()}")
+        return Tokenizer(self.src_proto, self.tgt_proto, used["src"], used["tgt"])

@@ -12,7 +12,7 @@ import torch
 from ..data.batching import inference_batches, make_batch
 from ..data.tokenizer import Tokenizer
 from ..model.seq2seq import ModelConfig, Seq2Seq
-from ..training.checkpoint import CheckpointError, load_checkpoint, tensor_to_bytes
+from ..training.checkpoint import CheckpointError, load_checkpoint, tokenizer_from
 from .beam import SearchSettings, beam_search_stream
 from .greedy import greedy_decode, greedy_stream
 from .step import hold_tables, shared_tables
@@ -82,7 +82,7 @@ class Translator:
             raise CheckpointError(
                 f"{payload['path']} does not match this version's model: {first}"
             ) from None
-        tokenizer = Tokenizer(tensor_to_bytes(payload["src_spm"]), tensor_to_bytes(payload["tgt_spm"]))
+        tokenizer = tokenizer_from(payload)
         dev = resolve_device(device)
         translator = cls(model.to(dev), tokenizer, dev, int(payload["config"]["data"].get("max_src_pieces", 200)),
                          frozen=True)
@@ -184,7 +184,7 @@ class Translator:
     def attended(self, src_ids: list[int], out_ids: list[int], attention: torch.Tensor | None,
                  heads: torch.Tensor | None = None, source: str = "") -> AttendedTranslation:
         """Package one decoded sentence with its tokens (see `AttendedTranslation`)."""
-        src_tokens = [self.tokenizer.src.id_to_piece(i) for i in src_ids] + ["</s>"]
+        src_tokens = self.tokenizer.src_pieces_of(src_ids) + ["</s>"]
         tgt_tokens = self.tokenizer.tgt_pieces_of(out_ids) + ["</s>"]
         if attention is not None:
             tgt_tokens = tgt_tokens[: attention.size(0)]  # no </s> row when decoding hit the length limit

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from ..data.tokenizer import Tokenizer
+
 FORMAT = "s2s-attn-checkpoint"
 FORMAT_VERSION = 1
 STEP_PATTERN = re.compile(r"^step_(\d+)\.pt$")
@@ -48,6 +50,28 @@ def bytes_to_tensor(data: bytes) -> torch.Tensor:
 
 def tensor_to_bytes(tensor: torch.Tensor) -> bytes:
     return bytes(tensor.cpu().numpy().tobytes())
+
+
+def tokenizer_tensors(tokenizer: Tokenizer) -> dict[str, torch.Tensor]:
+    """The tokenizer as checkpoint entries: both SentencePiece models (bytes as uint8 tensors) and, for a side
+    whose vocabulary is a subset of its model's pieces, the kept piece ids (``src_pieces`` / ``tgt_pieces``)."""
+    entries = {"src_spm": bytes_to_tensor(tokenizer.src_proto), "tgt_spm": bytes_to_tensor(tokenizer.tgt_proto)}
+    for side, subset in (("src", tokenizer.src_subset), ("tgt", tokenizer.tgt_subset)):
+        if subset is not None:
+            entries[f"{side}_pieces"] = torch.tensor(subset.kept, dtype=torch.int64)
+    return entries
+
+
+def tokenizer_from(payload: dict[str, Any]) -> Tokenizer:
+    """The tokenizer a checkpoint was trained with (`tokenizer_tensors`; older checkpoints have no piece lists:
+    whole-model vocabularies)."""
+    kept = {side: payload[f"{side}_pieces"].tolist() if f"{side}_pieces" in payload else None
+            for side in ("src", "tgt")}
+    try:
+        return Tokenizer(tensor_to_bytes(payload["src_spm"]), tensor_to_bytes(payload["tgt_spm"]),
+                         kept["src"], kept["tgt"])
+    except (ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{payload.get('path', 'the checkpoint')} has an unreadable tokenizer: {error}") from None
 
 
 def non_finite_tensors(state: dict[str, Any]) -> list[str]:

@@ -37,14 +37,14 @@ from ..viz.stats import attention_statistics
 from . import distributed
 from .checkpoint import (
     CheckpointError,
-    bytes_to_tensor,
     load_checkpoint,
     prune_step_checkpoints,
     remove_stale_temporaries,
     save_checkpoint,
     step_checkpoint_path,
     step_checkpoints,
-    tensor_to_bytes,
+    tokenizer_from,
+    tokenizer_tensors,
 )
 from .distributed import Distributed, NullWriter
 from .resume import (
@@ -529,7 +529,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.devic
     # ---- data -----------------------------------------------------------------------------------
     saved_tokenizer = None
     if resumed is not None:
-        saved_tokenizer = Tokenizer(tensor_to_bytes(resumed["src_spm"]), tensor_to_bytes(resumed["tgt_spm"]))
+        saved_tokenizer = tokenizer_from(resumed)
     corpus = ctx.first_on_main(lambda: load_corpus(cfg, saved_tokenizer))  # rank 0 fills the data cache
     if resumed is not None and resumed.get("data_dir") not in (None, corpus.data_dir.name):
         log.warning("the prepared data changed since the checkpoint (%s, now %s): the resumed run will not "
@@ -572,7 +572,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.devic
                               "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     config_dict = OmegaConf.to_container(cfg, resolve=True)
-    spm_tensors = {"src_spm": bytes_to_tensor(tokenizer.src_proto), "tgt_spm": bytes_to_tensor(tokenizer.tgt_proto)}
+    spm_tensors = tokenizer_tensors(tokenizer)
     save_every, keep_last = int(tcfg.get("save_every") or 0), int(tcfg.get("keep_last", 3))
 
     def payload(training_state: bool) -> dict[str, Any]:

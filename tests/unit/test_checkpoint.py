@@ -6,6 +6,7 @@ import pickle
 import pytest
 import torch
 
+from s2s_attn.data.tokenizer import Tokenizer
 from s2s_attn.decoding.translator import Translator
 from s2s_attn.training.checkpoint import (
     CheckpointError,
@@ -16,6 +17,8 @@ from s2s_attn.training.checkpoint import (
     save_checkpoint,
     step_checkpoint_path,
     step_checkpoints,
+    tokenizer_from,
+    tokenizer_tensors,
 )
 
 
@@ -143,3 +146,19 @@ def test_run_directory_without_best_resolves_to_its_newest_step_checkpoint(tmp_p
     for step in (100, 20):
         save_checkpoint(step_checkpoint_path(tmp_path / "checkpoints", step), minimal_payload(tiny_model))
     assert load_checkpoint(tmp_path)["path"].endswith("step_00000100.pt")
+
+
+def test_the_tokenizer_travels_with_its_vocabularies(tmp_path):
+    from tests.unit.test_tokenizer import SENTENCES_FR, write_train
+
+    tok = Tokenizer.train_or_load(write_train(tmp_path), {"vocab_size": 80}, log=lambda _: None)
+    entries = tokenizer_tensors(tok)
+    assert set(entries) == {"src_spm", "tgt_spm", "src_pieces", "tgt_pieces"}
+    again = tokenizer_from(entries)
+    assert again.tgt_vocab_size == tok.tgt_vocab_size and again.src_vocab_size == tok.src_vocab_size
+    assert again.encode_tgt(SENTENCES_FR[:4]) == tok.encode_tgt(SENTENCES_FR[:4])
+    older = tokenizer_from({"src_spm": entries["src_spm"], "tgt_spm": entries["tgt_spm"]})  # before the lists
+    assert older.tgt_vocab_size == tok.tgt.get_piece_size()
+    broken = {**entries, "tgt_pieces": torch.tensor([0, 1, 2, 3, 99_999])}
+    with pytest.raises(CheckpointError, match="unreadable tokenizer"):
+        tokenizer_from(broken)

@@ -41,3 +41,47 @@ def test_models_are_cached_and_reloaded(tmp_path):
 def test_unknown_model_type_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="valid: bpe, unigram"):
         Tokenizer.train_or_load(write_train(tmp_path), {"model_type": "word"}, log=lambda _: None)
+
+
+def test_each_side_keeps_only_the_pieces_of_its_training_text(tmp_path):
+    """A joint model's English-only pieces get no row in the target vocabulary, nor French-only ones in the
+    source's; the model's ids are positions in the kept lists, the specials first."""
+    data = write_train(tmp_path)
+    full = Tokenizer.train_or_load(data, {"vocab_size": 80, "prune_unused": False}, log=lambda _: None)
+    pruned = Tokenizer.train_or_load(data, {"vocab_size": 80}, log=lambda _: None)
+    assert full.src_vocab_size == full.tgt_vocab_size == full.src.get_piece_size()
+    assert EOS_ID + 1 < pruned.tgt_vocab_size < full.tgt_vocab_size
+    assert EOS_ID + 1 < pruned.src_vocab_size < full.src_vocab_size
+    assert pruned.tgt_subset.kept[: EOS_ID + 1] == [PAD_ID, UNK_ID, BOS_ID, EOS_ID]
+    french = sorted(set(SENTENCES_FR))
+    ids = pruned.encode_tgt(french)
+    assert all(EOS_ID < i < pruned.tgt_vocab_size for row in ids for i in row)
+    assert pruned.decode_tgt(ids) == french
+    assert [pruned.tgt_pieces_of(row) for row in ids] == [full.tgt_pieces_of(row) for row in full.encode_tgt(french)]
+    english = sorted(set(SENTENCES_EN))
+    src_ids = pruned.encode_src(english)
+    assert [pruned.src_pieces_of(row) for row in src_ids] == [pruned.src_pieces(line) for line in english]
+
+
+def test_a_piece_outside_a_sides_training_text_becomes_unk(tmp_path):
+    pruned = Tokenizer.train_or_load(write_train(tmp_path), {"vocab_size": 80}, log=lambda _: None)
+    assert UNK_ID in pruned.encode_tgt(["the park"])[0]  # English pieces are not in the French vocabulary
+    assert UNK_ID not in pruned.encode_src(["the park"])[0]
+
+
+def test_the_kept_pieces_are_cached_beside_the_models(tmp_path):
+    data = write_train(tmp_path)
+    messages = []
+    first = Tokenizer.train_or_load(data, {"vocab_size": 80}, log=messages.append)
+    second = Tokenizer.train_or_load(data, {"vocab_size": 80}, log=messages.append)
+    assert sum("vocabularies from the training text" in m for m in messages) == 1  # counted once
+    assert first.tgt_subset.kept == second.tgt_subset.kept
+    assert list(data.glob("spm-*/used_pieces.json"))
+
+
+def test_a_malformed_piece_list_is_refused(tmp_path):
+    tok = Tokenizer.train_or_load(write_train(tmp_path), {"vocab_size": 80}, log=lambda _: None)
+    with pytest.raises(ValueError, match="specials"):
+        Tokenizer(tok.src_proto, tok.tgt_proto, tgt_kept=[0, 1, 3, 7])
+    with pytest.raises(ValueError, match="pieces"):
+        Tokenizer(tok.src_proto, tok.tgt_proto, tgt_kept=[0, 1, 2, 3, 10_000])
