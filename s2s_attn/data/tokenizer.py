@@ -208,20 +208,24 @@ class Tokenizer:
         """This tokenizer with each side's vocabulary cut to the pieces of its training text
         (``data_dir/train.{src,tgt}``), the lists cached in ``cache/used_pieces.json``."""
         used_file = cache / "used_pieces.json"
-        if used_file.exists():
+        try:
             used = json.loads(used_file.read_text())
-        else:
-            used = {}
-            for side in ("src", "tgt"):
-                model, _ = self._side(side)
-                lines = (Path(data_dir) / f"train.{side}").read_text(encoding="utf-8").splitlines()
-                pieces = set(range(EOS_ID + 1))
-                for ids in model.encode(lines):
-                    pieces.update(ids)
-                used[side] = sorted(pieces)
-            tmp = used_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(used))
-            os.replace(tmp, used_file)
-            log(f"vocabularies from the training text: source {len(used['src'])} of "
-                f"{self.src.get_piece_size()} pieces, target {len(used['tgt'])} of {self.tgt.get_piece_size()}")
+            return Tokenizer(self.src_proto, self.tgt_proto, used["src"], used["tgt"])
+        except FileNotFoundError:
+            pass
+        except (ValueError, KeyError, TypeError, IndexError):  # a damaged cache file: count the pieces again
+            log(f"{used_file} is damaged; listing the used pieces again")
+        used = {}
+        for side in ("src", "tgt"):
+            model, _ = self._side(side)
+            lines = (Path(data_dir) / f"train.{side}").read_text(encoding="utf-8").splitlines()
+            pieces = set(range(EOS_ID + 1))
+            for ids in model.encode(lines):
+                pieces.update(ids)
+            used[side] = sorted(pieces)
+        tmp = used_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(used))
+        os.replace(tmp, used_file)
+        log(f"vocabularies from the training text: source {len(used['src'])} of "
+            f"{self.src.get_piece_size()} pieces, target {len(used['tgt'])} of {self.tgt.get_piece_size()}")
         return Tokenizer(self.src_proto, self.tgt_proto, used["src"], used["tgt"])

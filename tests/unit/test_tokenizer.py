@@ -85,3 +85,14 @@ def test_a_malformed_piece_list_is_refused(tmp_path):
         Tokenizer(tok.src_proto, tok.tgt_proto, tgt_kept=[0, 1, 3, 7])
     with pytest.raises(ValueError, match="pieces"):
         Tokenizer(tok.src_proto, tok.tgt_proto, tgt_kept=[0, 1, 2, 3, 10_000])
+
+
+def test_a_damaged_list_of_kept_pieces_is_made_again(tmp_path):
+    data = write_train(tmp_path)
+    first = Tokenizer.train_or_load(data, {"vocab_size": 80}, log=lambda _: None)
+    (used_file,) = data.glob("spm-*/used_pieces.json")
+    used_file.write_text('{"src": [0, 1, 2')  # cut short
+    messages = []
+    again = Tokenizer.train_or_load(data, {"vocab_size": 80}, log=messages.append)
+    assert again.tgt_subset.kept == first.tgt_subset.kept
+    assert any("damaged" in m for m in messages)
