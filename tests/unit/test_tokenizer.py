@@ -96,3 +96,15 @@ def test_a_damaged_list_of_kept_pieces_is_made_again(tmp_path):
     again = Tokenizer.train_or_load(data, {"vocab_size": 80}, log=messages.append)
     assert again.tgt_subset.kept == first.tgt_subset.kept
     assert any("damaged" in m for m in messages)
+
+
+def test_a_pruned_vocabulary_is_rounded_up_to_a_multiple_of_64_with_unused_pieces(tmp_path):
+    from s2s_attn.data.tokenizer import VOCAB_MULTIPLE
+
+    data = write_train(tmp_path)
+    pruned = Tokenizer.train_or_load(data, {"vocab_size": 120, "prune_unused": True}, log=lambda _: None)
+    full = Tokenizer.train_or_load(data, {"vocab_size": 120, "prune_unused": False}, log=lambda _: None)
+    used = {i for row in full.encode_tgt(SENTENCES_FR) for i in row} | set(range(EOS_ID + 1))
+    assert len(used) < VOCAB_MULTIPLE < full.tgt_vocab_size  # so the test shows the rounding
+    assert pruned.tgt_vocab_size == VOCAB_MULTIPLE
+    assert used <= set(pruned.tgt_subset.kept)
