@@ -572,7 +572,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.devic
                               "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     config_dict = OmegaConf.to_container(cfg, resolve=True)
-    spm_tensors = tokenizer_tensors(tokenizer)
+    tokenizer_entries = tokenizer_tensors(tokenizer)
     save_every, keep_last = int(tcfg.get("save_every") or 0), int(tcfg.get("keep_last", 3))
 
     def payload(training_state: bool) -> dict[str, Any]:
@@ -583,7 +583,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.devic
             "step": state.step,
             "best_bleu": state.best_bleu,
             "data_dir": corpus.data_dir.name,
-            **spm_tensors,
+            **tokenizer_entries,
         }
         if training_state:
             item.update(optimizer=optimizer.state_dict(), iterator=iterator.state_dict(), rng=rng_state(),
