@@ -146,15 +146,15 @@ class Tokenizer:
     def src_pieces(self, line: str) -> list[str]:
         return self.src.encode(line, out_type=str)
 
+    def _pieces_of(self, ids: list[int], side: str) -> list[str]:
+        model, subset = self._side(side)
+        return [model.id_to_piece(i) for i in (ids if subset is None else subset.decode(ids))]
+
     def src_pieces_of(self, ids: list[int]) -> list[str]:
-        if self.src_subset is not None:
-            ids = self.src_subset.decode(ids)
-        return [self.src.id_to_piece(i) for i in ids]
+        return self._pieces_of(ids, "src")
 
     def tgt_pieces_of(self, ids: list[int]) -> list[str]:
-        if self.tgt_subset is not None:
-            ids = self.tgt_subset.decode(ids)
-        return [self.tgt.id_to_piece(i) for i in ids]
+        return self._pieces_of(ids, "tgt")
 
     @classmethod
     def train_or_load(cls, data_dir: Path, spm_cfg: Mapping[str, Any], log=print) -> Tokenizer:
