@@ -20,7 +20,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch is pinned to the CPU wheel served locally; an unpinned torch would pull CUDA packages.
-SOURCES := pyproject.toml $(shell find s2s_attn configs -name '*.py' -o -name '*.yaml' 2>/dev/null)
+SOURCES := pyproject.toml $(shell find s2s_attn configs -name '*.py' -o -name '*.yaml' -o -name '*.cpp' 2>/dev/null)
 
 $(STAMP): $(SOURCES) | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .attention import Attention
 from .dropout import Dropout
-from .recurrence import additive_recurrence, fused_recurrence_applies
+from .recurrence import additive_recurrence, fused_gru_applies, fused_recurrence_applies, unidirectional_gru
 from .registry import Registry
 
 DECODER_REGISTRY = Registry("model.decoder")
@@ -308,6 +308,9 @@ class LuongDecoder(Decoder):
         )
         self.combine = nn.Linear(encoder_size + hidden_size, output_size, bias=False)  # W_c
         self.output = nn.Linear(output_size, vocab_size)
+        # without input feeding, training runs the GRU as `recurrence.GRULayer` (nn.GRU's maths, its own
+        # backward); False keeps nn.GRU (tests compare the two)
+        self.fused_recurrence = True
         if tie_embeddings:
             self.tie_output_to_embedding(self.output, self.embedding)
 
@@ -340,7 +343,10 @@ class LuongDecoder(Decoder):
     def features(self, tgt_in, encoder_final, keys_proj, values, src_mask):
         emb = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
         hidden, feed = self.init_state(encoder_final)
-        if feed is None:
+        if feed is None and self.fused_recurrence and fused_gru_applies(self.rnn, emb):
+            tops = unidirectional_gru(self.rnn, emb, hidden)  # (batch, tgt_len, H): nn.GRU's, with its own backward
+            attentionals, attentions = self.attend(tops, keys_proj, values, src_mask)
+        elif feed is None:
             tops, _ = self.rnn(emb, hidden)  # (batch, tgt_len, H): the whole target in one call
             attentionals, attentions = self.attend(tops, keys_proj, values, src_mask)  # 3-D query
         else:

@@ -1,6 +1,6 @@
 """Recurrent encoder: embeddings -> multi-layer bidirectional GRU over packed sequences.
 
-One bidirectional fp32 layer (the default) runs as `recurrence.BidirectionalGRU`, the same function with a
+One bidirectional fp32 layer (the default) runs as `recurrence.GRULayer`, the same function with a
 backward that computes W_hh's gradient once for all steps (``nn.GRU``'s CPU backward over packed sequences
 computes it, and a zero-filled gradient of all input gates, at every step)."""
 
@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .dropout import Dropout
-from .recurrence import bidirectional_gru, fused_encoder_applies
+from .recurrence import bidirectional_gru, fused_gru_applies
 
 
 class GRUEncoder(nn.Module):
@@ -53,7 +53,8 @@ class GRUEncoder(nn.Module):
 
     def forward(self, src: Tensor, src_len: Tensor) -> tuple[Tensor, Tensor]:
         embedded = self.dropout(self.embedding(src))  # (batch, src_len, emb)
-        if self.fused_recurrence and fused_encoder_applies(self.rnn, embedded):  # the same GRU with its own backward
+        fused = self.fused_recurrence and self.rnn.bidirectional and fused_gru_applies(self.rnn, embedded)
+        if fused:  # the same GRU with its own backward
             outputs, h_n = bidirectional_gru(self.rnn, embedded, src_len)
             return self.dropout(outputs), torch.cat(list(h_n), dim=-1)
         packed = pack_padded_sequence(

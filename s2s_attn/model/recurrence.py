@@ -1,8 +1,11 @@
 """Training's recurrent loops as autograd functions with their own backward.
 
-`AdditiveRecurrence` is the Bahdanau decoder's loop over the target with additive attention;
-`BidirectionalGRU` is the encoder's bidirectional GRU layer (as ``nn.GRU`` over packed sequences computes it).
-Both compute every weight gradient once after the loop, as one large product over all steps.
+`AdditiveRecurrence` is the Bahdanau decoder's loop over the target with additive attention; `GRULayer` is the
+encoder's bidirectional GRU layer (as ``nn.GRU`` over packed sequences computes it) and the Luong decoder's GRU
+without input feeding. Both compute every weight gradient once after the loop, as one large product over all
+steps. In float32 on the CPU the element-wise work of each step (the GRU cell, the additive attention; forward
+and backward) runs in compiled kernels (`s2s_attn.model.kernels`) when they are available, and the Python code
+beside each call is what they compute.
 
 The decoder's loop
 ------------------
@@ -32,6 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import kernels
 from .attention import BahdanauAttention, masked_softmax
 
 
@@ -41,6 +45,32 @@ def _product(bias: Tensor, x: Tensor, weight_t: Tensor, low: torch.dtype | None)
     if low is None:
         return torch.addmm(bias, x, weight_t)
     return torch.add(bias, torch.mm(_operand(x, low), weight_t))
+
+
+class _PackedProduct:
+    """bias + x @ weight.T for a loop that multiplies by the same weight at every step. In float32 on a CPU with
+    MKL the weight is packed once (MKL's packed GEMM): the decoder's per-step products, (64, 512) x (512, 2,048)
+    and (64, 512) x (512, 1,536), then take 0.55 and 0.42 ms instead of 0.69 and 0.54 (measured in the loop), for
+    ~0.9 ms of packing per sequence. Elsewhere (bf16 products, other devices) it is `_product`. Only the forward
+    loop uses it: in the backward the products need the transposed weights, and copying them costs more (4.5 ms)
+    than packing saves."""
+
+    def __init__(self, weight: Tensor, rows: int, low: torch.dtype | None):
+        self.weight, self.rows, self.low = weight, rows, low
+        self.packed = None
+        if low is None and weight.device.type == "cpu" and weight.dtype == torch.float32 and _MKL_PACKED:
+            self.packed = torch.ops.mkl._mkl_reorder_linear_weight(weight.contiguous(), rows)
+
+    def __call__(self, x: Tensor, bias: Tensor) -> Tensor:
+        """bias + x @ weight.T; bias (N,) or (rows, N), float32."""
+        if self.packed is None:
+            return _product(bias, x, self.weight.t(), self.low)
+        if bias.dim() == 1:
+            return torch.ops.mkl._mkl_linear(x, self.packed, self.weight, bias, self.rows)
+        return torch.ops.mkl._mkl_linear(x, self.packed, self.weight, None, self.rows).add_(bias)
+
+
+_MKL_PACKED = torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
 
 
 def _operand(t: Tensor, low: torch.dtype | None) -> Tensor:
@@ -97,20 +127,33 @@ class AdditiveRecurrence(torch.autograd.Function):
         rz = h0.new_empty((steps, batch, 2 * size))  # reset and update gates
         candidates = h0.new_empty((steps, batch, size))  # n_t
         hidden_n = h0.new_empty((steps, batch, size))  # (W_hh s_{t-1} + b_hh)'s n part
+        cells = kernels.applies(h0, keys_proj, values, energy_weight)  # compiled element-wise work, or None
+        if cells is not None:
+            keys_proj, mask = keys_proj.contiguous(), mask.contiguous()
         h = h0
+        hq_product, ctx_product = _PackedProduct(hq_weight, batch, low), _PackedProduct(ctx_weight, batch, low)
         for t in range(steps):
-            hq = _product(hq_bias, h, hq_weight.t(), low)  # (B, G + A)
+            hq = hq_product(h, hq_bias)  # (B, G + A)
             gh, query = hq[:, :gates], hq[:, gates:]
-            energy = torch.add(query.unsqueeze(1), keys_proj, out=energies[t]).tanh_()  # (B, S, A)
-            weight = masked_softmax(torch.matmul(energy, energy_weight), mask)  # (B, S), exactly 0 on padding
-            weights[t] = weight
+            if cells is not None:  # the energies, softmax and exact zeros below, in one pass
+                cells.additive_attention_forward(query, keys_proj, energy_weight, mask, energies[t], weights[t])
+                weight = weights[t]
+            else:
+                energy = torch.add(query.unsqueeze(1), keys_proj, out=energies[t]).tanh_()  # (B, S, A)
+                weight = masked_softmax(torch.matmul(energy, energy_weight), mask)  # (B, S), exactly 0 on padding
+                weights[t] = weight
             context = torch.bmm(weight.unsqueeze(1), values, out=contexts[t].unsqueeze(1)).squeeze(1)  # (B, C)
-            gi = _product(emb_gates[:, t], context, ctx_weight.t(), low)  # (B, G)
+            gi = ctx_product(context, emb_gates[:, t])  # (B, G)
+            if cells is not None:  # the GRU update below, in one pass
+                cells.gru_forward(gi, gh, h, rz[t], candidates[t], states[t + 1], hidden_n[t], None)
+                h = states[t + 1]
+                continue
             torch.sigmoid(gi[:, : 2 * size].add_(gh[:, : 2 * size]), out=rz[t])
             r, z = rz[t, :, :size], rz[t, :, size:]
             hidden_n[t] = gh[:, 2 * size :]
             n = torch.tanh(gi[:, 2 * size :].addcmul_(r, hidden_n[t]), out=candidates[t])
             h = torch.addcmul(n, z, h - n, out=states[t + 1])  # (1 - z) * n + z * h
+        ctx.cells = cells
         ctx.save_for_backward(states, energies, weights, contexts, rz, candidates, hidden_n, values,
                               ctx_weight, hq_weight, energy_weight)
         tops = states[1:].transpose(0, 1).contiguous()
@@ -135,18 +178,28 @@ class AdditiveRecurrence(torch.autograd.Function):
         d_scores_all = weights.new_empty(weights.shape)  # (T, B, S)
         d_keys = torch.zeros_like(energies[0])  # (B, S, A)
         dh = states.new_zeros((batch, size))
+        cells = ctx.cells
+        if cells is not None:  # the kernels take unit column strides (autograd may hand over expanded tensors)
+            d_tops, d_contexts, d_attention = (None if g is None else g.contiguous()
+                                               for g in (d_tops, d_contexts, d_attention))
+            carry = torch.empty_like(dh)
         for t in reversed(range(steps)):
-            if d_tops is not None:
-                dh = dh + d_tops[:, t]
-            r, z = rz[t, :, :size], rz[t, :, size:]
-            n = candidates[t]
-            # s_t = n + z * (s_{t-1} - n), n = tanh(gi_n + r * gh_n), r = sigmoid(gi_r + gh_r), z likewise
-            d_n = (dh - dh * z).mul_(1.0 - n * n)  # through tanh
-            d_r = d_n * hidden_n[t] * r * (1.0 - r)
-            d_z = dh * (states[t] - n) * z * (1.0 - z)
-            d_gi[t, :, :size], d_gi[t, :, size : 2 * size], d_gi[t, :, 2 * size :] = d_r, d_z, d_n
-            d_hq[t, :, : 2 * size] = d_gi[t, :, : 2 * size]
-            torch.mul(d_n, r, out=d_hq[t, :, 2 * size : gates])
+            if cells is not None:  # the GRU's backward below in one pass, carry = dh * z
+                cells.gru_backward(dh, None if d_tops is None else d_tops[:, t], rz[t], candidates[t], states[t],
+                                   hidden_n[t], None, d_gi[t], d_hq[t, :, :gates], carry)
+            else:
+                if d_tops is not None:
+                    dh = dh + d_tops[:, t]
+                r, z = rz[t, :, :size], rz[t, :, size:]
+                n = candidates[t]
+                # s_t = n + z * (s_{t-1} - n), n = tanh(gi_n + r * gh_n), r = sigmoid(gi_r + gh_r), z likewise
+                d_n = (dh - dh * z).mul_(1.0 - n * n)  # through tanh
+                d_r = d_n * hidden_n[t] * r * (1.0 - r)
+                d_z = dh * (states[t] - n) * z * (1.0 - z)
+                d_gi[t, :, :size], d_gi[t, :, size : 2 * size], d_gi[t, :, 2 * size :] = d_r, d_z, d_n
+                d_hq[t, :, : 2 * size] = d_gi[t, :, : 2 * size]
+                torch.mul(d_n, r, out=d_hq[t, :, 2 * size : gates])
+                carry = dh * z
             # the context c_t = sum_j a_tj v_j entered the input gates
             if low is None:
                 d_context = torch.mm(d_gi[t], ctx_weight, out=d_context_all[t])  # (B, C)
@@ -157,13 +210,18 @@ class AdditiveRecurrence(torch.autograd.Function):
             d_weight = torch.bmm(values, d_context.unsqueeze(2)).squeeze(2)  # (B, S)
             if d_attention is not None:
                 d_weight = d_weight + d_attention[:, t]
-            weight = weights[t]
-            d_scores = torch.mul(weight, d_weight - (weight * d_weight).sum(-1, keepdim=True), out=d_scores_all[t])
-            energy = energies[t]
-            d_energy = (1.0 - energy * energy).mul_(d_scores.unsqueeze(2)).mul_(energy_weight)  # (B, S, A)
-            d_keys.add_(d_energy)
-            torch.sum(d_energy, dim=1, out=d_hq[t, :, gates:])  # the query's
-            dh = _product(dh * z, d_hq[t], hq_weight, low)  # d s_{t-1}: through z's term and through W_hh, W_q
+            if cells is not None:  # the attention's backward below, in one pass
+                cells.additive_attention_backward(d_weight, weights[t], energies[t], energy_weight, d_keys,
+                                                  d_hq[t, :, gates:], d_scores_all[t])
+            else:
+                weight = weights[t]
+                d_scores = torch.mul(weight, d_weight - (weight * d_weight).sum(-1, keepdim=True),
+                                     out=d_scores_all[t])
+                energy = energies[t]
+                d_energy = (1.0 - energy * energy).mul_(d_scores.unsqueeze(2)).mul_(energy_weight)  # (B, S, A)
+                d_keys.add_(d_energy)
+                torch.sum(d_energy, dim=1, out=d_hq[t, :, gates:])  # the query's
+            dh = _product(carry, d_hq[t], hq_weight, low)  # d s_{t-1}: through z's term and through W_hh, W_q
         rows = steps * batch
         flat_d_hq = d_hq.view(rows, -1)
         d_hq_weight = d_ctx_weight = None
@@ -188,7 +246,7 @@ def fused_recurrence_applies(decoder, emb_gates: Tensor) -> bool:
     keeps the loop)."""
     device_type = emb_gates.device.type
     plain = emb_gates.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(device_type)
-    return (getattr(decoder, "fused_recurrence", False) and decoder.num_layers == 1
+    return (decoder.name == "bahdanau" and getattr(decoder, "fused_recurrence", False) and decoder.num_layers == 1
             and isinstance(decoder.attention, BahdanauAttention)
             and (plain or (torch.is_autocast_enabled(device_type) and _autocast_supported(device_type))))
 
@@ -207,108 +265,138 @@ def additive_recurrence(decoder, emb_gates: Tensor, h0: Tensor, keys_proj: Tenso
                                     _low_precision(emb_gates.device.type))
 
 
-class BidirectionalGRU(torch.autograd.Function):
-    """One bidirectional GRU layer over padded sequences of different lengths, as ``nn.GRU`` over packed
-    sequences computes it: the forward direction stops at each sentence's last piece (its final state is
-    the state there), the backward direction starts there from zeros, and the outputs are 0 on padding.
+class GRULayer(torch.autograd.Function):
+    """One GRU layer, one or two directions, with its own backward.
 
-    (input_gates, hh_weight, hh_bias, step_mask, low) -> (outputs (S, 2, B, H), final (2, B, H))
+    The encoder's bidirectional layer over padded sequences of different lengths computes what ``nn.GRU`` over
+    packed sequences does: the forward direction stops at each sentence's last piece (its final state is the
+    state there), the backward direction starts there from zeros, and the outputs are 0 on padding. The Luong
+    decoder without input feeding runs one direction over the whole target from the bridged state, as
+    ``nn.GRU(emb, h0)`` does.
 
-    input_gates: (S, 2, B, G) = W_ih x + b_ih for each step and direction, the backward direction's steps in
-    reverse order (its step t reads source position S - 1 - t); hh_weight: (2, G, H) each direction's W_hh;
-    hh_bias: (2, G); step_mask: (S, 2, B, 1) bool, whether the step's position is a real piece of the sentence;
-    low: None, or bf16 for bf16 products (float32 states; the gradients come back in the inputs' dtypes).
+    (input_gates, hh_weight, hh_bias, step_mask, h0, low) -> (outputs (S, D, B, H), final (D, B, H))
+
+    input_gates: (S, D, B, G) = W_ih x + b_ih for each step and direction (D = 1 or 2), the backward direction's
+    steps in reverse order (its step t reads source position S - 1 - t); hh_weight: (D, G, H) each direction's
+    W_hh; hh_bias: (D, G); step_mask: (S, D, B, 1) bool, whether the step's position is a real piece of the
+    sentence, or None (every step is); h0: (D, B, H) the initial states, or None (zeros); low: None, or bf16 for
+    bf16 products (float32 states; the gradients come back in the inputs' dtypes).
     outputs: the states of each step (0 where the mask is False), in the same order as input_gates.
 
-    Per step one batched product for both directions (``W_hh h``) forward and one backward (``dgh W_hh``);
-    the weight gradient is one product over all steps after the loop. (The CPU ``nn.GRU`` over packed
-    sequences computes a weight gradient and a zero-filled gradient of all input gates at every step.)
+    Per step one batched product for all directions (``W_hh h``) forward and one backward (``dgh W_hh``);
+    the weight gradient is one product over all steps after the loop. (The CPU ``nn.GRU`` computes a weight
+    gradient at every step, and over packed sequences a zero-filled gradient of all input gates too.)
     """
 
     @staticmethod
-    def forward(ctx, input_gates, hh_weight, hh_bias, step_mask, low):
+    def forward(ctx, input_gates, hh_weight, hh_bias, step_mask, h0, low):
         ctx.low, ctx.device_type = low, input_gates.device.type
-        ctx.dtypes = [t.dtype for t in (input_gates, hh_weight, hh_bias)]
+        ctx.dtypes = [None if t is None else t.dtype for t in (input_gates, hh_weight, hh_bias, None, h0)]
         with torch.autocast(ctx.device_type, enabled=False):
             if low is not None:
                 input_gates, hh_bias, hh_weight = input_gates.float(), hh_bias.float(), hh_weight.to(low)
-            return BidirectionalGRU._forward(ctx, input_gates, hh_weight, hh_bias, step_mask, low)
+                h0 = None if h0 is None else h0.float()
+            return GRULayer._forward(ctx, input_gates, hh_weight, hh_bias, step_mask, h0, low)
 
     @staticmethod
-    def _forward(ctx, input_gates, hh_weight, hh_bias, step_mask, low):
-        steps, _, batch, gates = input_gates.shape
+    def _forward(ctx, input_gates, hh_weight, hh_bias, step_mask, h0, low):
+        steps, directions, batch, gates = input_gates.shape
         size = gates // 3
-        states = input_gates.new_empty((steps + 1, 2, batch, size))  # the state before each step, then the last
-        states[0] = 0.0
-        hidden_gates = input_gates.new_empty((steps, 2, batch, gates))  # W_hh h + b_hh
-        rz = input_gates.new_empty((steps, 2, batch, 2 * size))
-        candidates = input_gates.new_empty((steps, 2, batch, size))
-        weight_t, bias = hh_weight.transpose(1, 2), hh_bias.unsqueeze(1)  # (2, H, G), (2, 1, G)
+        states = input_gates.new_empty((steps + 1, directions, batch, size))  # the state before each step, the last
+        states[0] = 0.0 if h0 is None else h0
+        hidden_gates = input_gates.new_empty((steps, directions, batch, gates))  # W_hh h + b_hh
+        rz = input_gates.new_empty((steps, directions, batch, 2 * size))
+        candidates = input_gates.new_empty((steps, directions, batch, size))
+        weight_t, bias = hh_weight.transpose(1, 2), hh_bias.unsqueeze(1)  # (D, H, G), (D, 1, G)
+        cells = kernels.applies(input_gates)  # compiled element-wise work, or None
+        rows = directions * batch  # the kernels see all directions' rows as one (D B, ...) matrix
         for t in range(steps):
             h, gi = states[t], input_gates[t]
             if low is None:
-                gh = torch.baddbmm(bias, h, weight_t, out=hidden_gates[t])  # (2, B, G)
+                gh = torch.baddbmm(bias, h, weight_t, out=hidden_gates[t])  # (D, B, G)
             else:
                 gh = torch.add(bias, torch.bmm(h.to(low), weight_t), out=hidden_gates[t])
+            if cells is not None:  # the update below, in one pass
+                cells.gru_forward(gi.view(rows, gates), gh.view(rows, gates), h.view(rows, size),
+                                  rz[t].view(rows, -1), candidates[t].view(rows, size),
+                                  states[t + 1].view(rows, size), None,
+                                  None if step_mask is None else step_mask[t].view(rows))
+                continue
             torch.add(gi[..., : 2 * size], gh[..., : 2 * size], out=rz[t]).sigmoid_()
             r, z = rz[t, ..., :size], rz[t, ..., size:]
             n = torch.tanh(torch.addcmul(gi[..., 2 * size :], r, gh[..., 2 * size :]), out=candidates[t])
-            new = torch.addcmul(n, z, h - n)  # (1 - z) * n + z * h
-            torch.where(step_mask[t], new, h, out=states[t + 1])  # past a sentence's end (or before its start) it stays
+            if step_mask is None:
+                torch.addcmul(n, z, h - n, out=states[t + 1])  # (1 - z) * n + z * h
+            else:  # past a sentence's end (or before its start) the state stays
+                torch.where(step_mask[t], torch.addcmul(n, z, h - n), h, out=states[t + 1])
+        ctx.cells = cells
         ctx.save_for_backward(states, rz, candidates, hidden_gates, hh_weight, step_mask)
-        return states[1:] * step_mask, states[-1].clone()  # the outputs: 0 where the mask is False
+        outputs = states[1:].clone() if step_mask is None else states[1:] * step_mask  # 0 where the mask is False
+        return outputs, states[-1].clone()
 
     @staticmethod
     def backward(ctx, d_outputs, d_final):
         with torch.autocast(ctx.device_type, enabled=False):
-            grads = BidirectionalGRU._backward(ctx, d_outputs, d_final)
-        return (*(None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes)), None, None)
+            grads = GRULayer._backward(ctx, d_outputs, d_final)
+        return (*(None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes)), None)
 
     @staticmethod
     def _backward(ctx, d_outputs, d_final):
         low = ctx.low
         states, rz, candidates, hidden_gates, hh_weight, step_mask = ctx.saved_tensors
         previous = states[:-1]
-        steps, _, batch, size = previous.shape
+        steps, directions, batch, size = previous.shape
         hidden_n = hidden_gates[..., 2 * size :]
         gates = 3 * size
-        d_gi = previous.new_empty((steps, 2, batch, gates))
-        d_gh = previous.new_empty((steps, 2, batch, gates))
-        dh = d_final.clone() if d_final is not None else previous.new_zeros((2, batch, size))
+        d_gi = previous.new_empty((steps, directions, batch, gates))
+        d_gh = previous.new_empty((steps, directions, batch, gates))
+        dh = d_final.clone() if d_final is not None else previous.new_zeros((directions, batch, size))
+        cells, rows = ctx.cells, directions * batch
+        if cells is not None:
+            d_outputs = None if d_outputs is None else d_outputs.contiguous()
+            carry = torch.empty_like(dh)
         for t in reversed(range(steps)):
-            mask = step_mask[t]
-            d_new = dh if d_outputs is None else dh + d_outputs[t]
-            d_new = torch.where(mask, d_new, 0.0)  # the step's new state: its output and the state carried on
-            dh = torch.where(mask, 0.0, dh)  # past the end the carried state is the previous one
-            r, z = rz[t, ..., :size], rz[t, ..., size:]
-            n = candidates[t]
-            d_n = (d_new - d_new * z).mul_(1.0 - n * n)  # through tanh: the gradient of gi_n
-            d_gi[t, ..., size : 2 * size] = d_new * (previous[t] - n) * z * (1.0 - z)
-            d_gi[t, ..., :size] = d_n * hidden_n[t] * r * (1.0 - r)
-            d_gi[t, ..., 2 * size :] = d_n
-            d_gh[t, ..., : 2 * size] = d_gi[t, ..., : 2 * size]
-            torch.mul(d_n, r, out=d_gh[t, ..., 2 * size :])
-            if low is None:
-                dh = torch.baddbmm(dh.addcmul_(d_new, z), d_gh[t], hh_weight)  # (2, B, H)
+            if cells is not None:  # the step's backward below up to the product, in one pass
+                cells.gru_backward(dh.view(rows, size), None if d_outputs is None else d_outputs[t].view(rows, size),
+                                   rz[t].view(rows, -1), candidates[t].view(rows, size), previous[t].view(rows, size),
+                                   hidden_n[t].view(rows, size), None if step_mask is None else step_mask[t].view(rows),
+                                   d_gi[t].view(rows, gates), d_gh[t].view(rows, gates), carry.view(rows, size))
             else:
-                dh = dh.addcmul_(d_new, z).add_(torch.bmm(d_gh[t].to(low), hh_weight))
+                d_new = dh if d_outputs is None else dh + d_outputs[t]  # the step's new state: output and carried on
+                if step_mask is not None:
+                    d_new = torch.where(step_mask[t], d_new, 0.0)
+                    dh = torch.where(step_mask[t], 0.0, dh)  # past the end the carried state is the previous one
+                r, z = rz[t, ..., :size], rz[t, ..., size:]
+                n = candidates[t]
+                d_n = (d_new - d_new * z).mul_(1.0 - n * n)  # through tanh: the gradient of gi_n
+                d_gi[t, ..., size : 2 * size] = d_new * (previous[t] - n) * z * (1.0 - z)
+                d_gi[t, ..., :size] = d_n * hidden_n[t] * r * (1.0 - r)
+                d_gi[t, ..., 2 * size :] = d_n
+                d_gh[t, ..., : 2 * size] = d_gi[t, ..., : 2 * size]
+                torch.mul(d_n, r, out=d_gh[t, ..., 2 * size :])
+                carry = d_new * z if step_mask is None else dh.addcmul_(d_new, z)
+            if low is None:
+                dh = torch.baddbmm(carry, d_gh[t], hh_weight)  # (D, B, H)
+            else:
+                dh = carry + torch.bmm(d_gh[t].to(low), hh_weight)
         rows = steps * batch
         d_weight = d_bias = None
-        if ctx.needs_input_grad[1]:  # (2, G, rows) x (2, rows, H)
-            flat_d_gh = _operand(d_gh.transpose(0, 1).reshape(2, rows, gates), low)
-            flat_previous = _operand(previous.transpose(0, 1).reshape(2, rows, size), low)
+        if ctx.needs_input_grad[1]:  # (D, G, rows) x (D, rows, H)
+            flat_d_gh = _operand(d_gh.transpose(0, 1).reshape(directions, rows, gates), low)
+            flat_previous = _operand(previous.transpose(0, 1).reshape(directions, rows, size), low)
             d_weight = torch.bmm(flat_d_gh.transpose(1, 2), flat_previous)
         if ctx.needs_input_grad[2]:
             d_bias = d_gh.sum(dim=(0, 2))
-        return d_gi, d_weight, d_bias
+        d_h0 = dh if ctx.needs_input_grad[4] else None
+        return d_gi, d_weight, d_bias, None, d_h0
 
 
-def fused_encoder_applies(rnn: torch.nn.GRU, x: Tensor) -> bool:
-    """Whether `bidirectional_gru` stands in for ``rnn`` over packed sequences: one bidirectional layer, fp32 or
-    fp64 without autocast or bf16 autocast, and gradients on. Without gradients (decoding) nn.GRU's loop in C++
-    is faster: the batched beam search of the 2,000 test sentences ran 7% slower with this one, one sentence at
-    a time 5%."""
-    return (rnn.num_layers == 1 and rnn.bidirectional and rnn.bias and x.dtype in (torch.float32, torch.float64)
+def fused_gru_applies(rnn: torch.nn.GRU, x: Tensor) -> bool:
+    """Whether `GRULayer` (`bidirectional_gru`, `unidirectional_gru`) stands in for ``rnn``: one layer with biases,
+    fp32 or fp64 without autocast or bf16 autocast, and gradients on. Without gradients (decoding) nn.GRU's loop
+    in C++ is faster: the batched beam search of the 2,000 test sentences ran 7% slower with this one, one
+    sentence at a time 5%."""
+    return (rnn.num_layers == 1 and rnn.bias and x.dtype in (torch.float32, torch.float64)
             and torch.is_grad_enabled() and _autocast_supported(x.device.type))
 
 
@@ -327,6 +415,15 @@ def bidirectional_gru(rnn: torch.nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Te
     step_mask = torch.stack([real, real.flip(0)], dim=1).unsqueeze(-1)  # (S, 2, B, 1)
     hh_weight = torch.stack([rnn.weight_hh_l0, rnn.weight_hh_l0_reverse])  # (2, G, H)
     hh_bias = torch.stack([rnn.bias_hh_l0, rnn.bias_hh_l0_reverse])
-    states, final = BidirectionalGRU.apply(input_gates, hh_weight, hh_bias, step_mask, _low_precision(x.device.type))
+    states, final = GRULayer.apply(input_gates, hh_weight, hh_bias, step_mask, None, _low_precision(x.device.type))
     outputs = torch.cat([states[:, 0], states[:, 1].flip(0)], dim=-1).transpose(0, 1)  # (B, S, 2H)
     return outputs, final
+
+
+def unidirectional_gru(rnn: torch.nn.GRU, x: Tensor, h0: Tensor) -> Tensor:
+    """``rnn`` (one layer, one direction, batch first) over every position of x (B, T, E) from h0 (1, B, H), as
+    ``rnn(x, h0)[0]`` computes it: -> outputs (B, T, H)."""
+    gi = torch.nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0).transpose(0, 1)  # (T, B, G): one product
+    states, _ = GRULayer.apply(gi.unsqueeze(1), rnn.weight_hh_l0.unsqueeze(0), rnn.bias_hh_l0.unsqueeze(0), None,
+                               h0, _low_precision(x.device.type))
+    return states[:, 0].transpose(0, 1)  # (B, T, H)

@@ -32,6 +32,7 @@ from ..data.tokenizer import PAD_ID, Tokenizer
 from ..decoding.translator import Translator, resolve_device
 from ..evaluation.alignment import AlignmentMonitor
 from ..evaluation.metrics import Scores, score
+from ..model import kernels
 from ..model.seq2seq import ModelConfig, Seq2Seq
 from ..viz.stats import attention_statistics
 from . import distributed
@@ -394,6 +395,7 @@ def check_trainer_config(tcfg: DictConfig) -> None:
     _positive(tcfg, "max_minutes", allow_null=True, kind=float)
     _positive(tcfg, "clip_grad", allow_null=True, allow_zero=True, kind=float)
     _positive(tcfg, "lr", kind=float)
+    kernels.configure(tcfg.get("kernels", "auto"))  # an unknown value lists the valid ones; true builds them now
 
 
 def resume_point(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
@@ -525,6 +527,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.devic
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg.threads))
     log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
+    if device.type == "cpu":  # built here, once per machine, rather than in the first training step
+        log.info("recurrent cells: %s", "compiled kernels" if kernels.ops() is not None else "Python loops")
 
     # ---- data -----------------------------------------------------------------------------------
     saved_tokenizer = None

@@ -69,12 +69,28 @@ def test_teacher_forcing_gives_the_loss_and_gradients_of_a_step_by_step_loop(
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_without_input_feeding_teacher_forcing_runs_the_gru_once_over_the_whole_target(make_tiny_model):
+@pytest.mark.parametrize("fused", [True, False], ids=["GRULayer", "nn.GRU"])
+def test_without_input_feeding_teacher_forcing_runs_the_gru_once_over_the_whole_target(make_tiny_model, fused):
+    from s2s_attn.model import recurrence
+
     model = make_tiny_model(decoder="luong", input_feeding=False)
-    calls = count_calls(model.decoder.rnn)
+    model.decoder.fused_recurrence = fused
+    module_calls = count_calls(model.decoder.rnn)
+    layer_calls = []
+    original_apply = recurrence.GRULayer.apply
+
+    def recording_apply(input_gates, *args):
+        layer_calls.append(tuple(input_gates.shape))
+        return original_apply(input_gates, *args)
+
     batch = example_batch()
-    model(batch.src, batch.src_len, batch.tgt_in)
-    assert calls == [(2, 6, 16)]  # one call: (batch, tgt_len, emb_size)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recurrence.GRULayer, "apply", recording_apply)
+        model(batch.src, batch.src_len, batch.tgt_in)
+    if fused:  # the encoder's layer, then the decoder's: (tgt_len, one direction, batch, 3 x hidden)
+        assert module_calls == [] and layer_calls[1:] == [(6, 1, 2, 60)]
+    else:
+        assert module_calls == [(2, 6, 16)]  # one call: (batch, tgt_len, emb_size)
 
 
 def test_with_input_feeding_the_embeddings_input_gates_are_one_product_over_the_whole_target(make_tiny_model):

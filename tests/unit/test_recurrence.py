@@ -21,7 +21,8 @@ def run_decoder(model, fused: bool, dtype: torch.dtype, bf16: bool = False):
     batch = make_batch(SOURCES, TARGETS, [0, 1, 2])
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         values, final, keys_proj, mask = model.encode(batch.src, batch.src_len)
-        assert fused_recurrence_applies(model.decoder, keys_proj) == fused
+        if model.decoder.name == "bahdanau":
+            assert fused_recurrence_applies(model.decoder, keys_proj) == fused
         features, attention = model.decoder.features(batch.tgt_in, final, keys_proj, values, mask)
     probe = torch.randn(features.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
     (features * probe).sum().backward()
@@ -143,27 +144,47 @@ def test_the_fused_encoder_gives_nn_grus_outputs_and_gradients_over_packed_seque
     assert torch.all(fused_out[1, 3:] == 0) and torch.all(fused_out[3, 1:] == 0)  # padding
 
 
-def test_the_encoder_backward_matches_finite_differences():
-    from s2s_attn.model.recurrence import BidirectionalGRU
+def test_the_gru_layers_backward_matches_finite_differences():
+    from s2s_attn.model.recurrence import GRULayer
 
     torch.manual_seed(0)
     steps, batch, size = 4, 3, 2
     real = torch.tensor([[True, True, True], [True, True, False], [True, False, False], [True, False, False]])
     step_mask = torch.stack([real, real.flip(0)], dim=1).unsqueeze(-1)  # (S, 2, B, 1)
-    inputs = (torch.randn(steps, 2, batch, 3 * size, dtype=torch.float64, requires_grad=True),
-              torch.randn(2, 3 * size, size, dtype=torch.float64, requires_grad=True),
-              torch.randn(2, 3 * size, dtype=torch.float64, requires_grad=True), step_mask, None)
-    assert torch.autograd.gradcheck(BidirectionalGRU.apply, inputs)
+
+    def leaf(*shape):
+        return torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+
+    # the encoder's two directions over sentences of different lengths, from zeros
+    encoder = (leaf(steps, 2, batch, 3 * size), leaf(2, 3 * size, size), leaf(2, 3 * size), step_mask, None, None)
+    assert torch.autograd.gradcheck(GRULayer.apply, encoder)
+    # the Luong decoder's one direction over every step, from a given state
+    decoder = (leaf(steps, 1, batch, 3 * size), leaf(1, 3 * size, size), leaf(1, 3 * size), None,
+               leaf(1, batch, size), None)
+    assert torch.autograd.gradcheck(GRULayer.apply, decoder)
 
 
-def test_nn_gru_runs_where_the_fused_encoder_does_not_apply():
-    from s2s_attn.model.recurrence import fused_encoder_applies
+def test_nn_gru_runs_where_the_fused_gru_does_not_apply():
+    from s2s_attn.model.recurrence import fused_gru_applies
 
     x = torch.zeros(2, 3, 8)
-    assert fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
-    assert not fused_encoder_applies(torch.nn.GRU(8, 6, num_layers=2, batch_first=True, bidirectional=True), x)
-    assert not fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True), x)
+    assert fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
+    assert fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True), x)
+    assert not fused_gru_applies(torch.nn.GRU(8, 6, num_layers=2, batch_first=True, bidirectional=True), x)
+    assert not fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True, bias=False), x)
     with torch.autocast("cpu", dtype=torch.float16):
-        assert not fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
+        assert not fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
     with torch.inference_mode():  # decoding: nn.GRU's loop is faster without a backward to prepare for
-        assert not fused_encoder_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
+        assert not fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
+
+
+def test_the_luong_decoders_fused_gru_gives_nn_grus_outputs_and_gradients(make_tiny_model):
+    model = make_tiny_model(decoder="luong", attention="luong_general", input_feeding=False).double().train()
+    fused_features, fused_attention, fused_grads = run_decoder(model, True, torch.float64)
+    plain_features, plain_attention, plain_grads = run_decoder(model, False, torch.float64)
+    torch.testing.assert_close(fused_features, plain_features, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fused_attention, plain_attention, rtol=1e-10, atol=1e-12)
+    assert fused_grads.keys() == plain_grads.keys()
+    assert "decoder.bridge.weight" in fused_grads  # through the initial state
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-8, atol=1e-12, msg=name)

@@ -1,0 +1,299 @@
+// Element-wise work of training's recurrent loops, one pass per step instead of one ATen call per operation.
+//
+// Built on first use by s2s_attn/model/kernels.py (torch.utils.cpp_extension.load) and registered as
+// torch.ops.s2s_attn.*. Every function reads and writes float32 CPU tensors given to it (2-D, rows x columns,
+// unit column stride, any row stride), allocates nothing, and computes exactly the formulas of the Python
+// loops in s2s_attn/model/recurrence.py, which stay the reference (and the path on other devices and dtypes).
+// The vector maths (exp, tanh) is ATen's own, so results agree with the Python loops to float32 rounding.
+//
+// Shapes: rows R (batch, or directions x batch), hidden H, gates 3H in the order r, z, n (as nn.GRU);
+// source positions S, attention size A.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+using Vec = at::vec::Vectorized<float>;
+
+inline Vec tanh(const Vec& x) {
+#if defined(CPU_CAPABILITY_AVX512)
+  return Vec(Sleef_tanhf16_u35(x));
+#elif defined(CPU_CAPABILITY_AVX2)
+  return Vec(Sleef_tanhf8_u35(x));
+#else
+  return x);
+#endif
+}
+
+inline Vec sigmoid(const Vec& x) {  // as ATen's sigmoid kernel: 1 / (1 + exp(-x))
+  return (Vec(1.0f) + x.neg().exp()).reciprocal();
+}
+
+// a[0:count] as a vector (the tail of a row has count < Vec::size())
+inline Vec load(const float* a, int64_t count) {
+  return count == Vec::size() ? Vec::loadu(a) : Vec::loadu(a, count);
+}
+
+inline void store(const Vec& v, float* a, int64_t count) {
+  if (count == Vec::size()) {
+    v.store(a);
+  } else {
+    v.store(a, count);
+  }
+}
+
+// A 2-D float32 CPU tensor of `rows` rows and `cols` columns, unit column stride.
+const float* rows_of(const Tensor& t, int64_t rows, int64_t cols, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, name, " must be a float32 CPU tensor");
+  TORCH_CHECK(t.dim() == 2 && t.size(0) == rows && t.size(1) == cols && t.stride(1) == 1, name,
+              " must be (", rows, ", ", cols, ") with unit column stride, got ", t.sizes(), " strides ", t.strides());
+  return t.const_data_ptr<float>();
+}
+
+float* rows_of_mut(Tensor& t, int64_t rows, int64_t cols, const char* name) {
+  rows_of(t, rows, cols, name);
+  return t.data_ptr<float>();
+}
+
+const bool* mask_of(const std::optional<Tensor>& mask, int64_t rows) {
+  if (!mask.has_value()) {
+    return nullptr;
+  }
+  TORCH_CHECK(mask->scalar_type() == at::kBool && mask->is_contiguous() && mask->numel() == rows,
+              "mask must be a contiguous bool tensor of ", rows, " elements");
+  return mask->const_data_ptr<bool>();
+}
+
+constexpr int64_t kRowsPerTask = 4;
+
+// One GRU cell update from its input gates gi = W_ih x + b_ih and hidden gates gh = W_hh h + b_hh, both (R, 3H):
+//   r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z), n = tanh(gi_n + r * gh_n), h' = n + z * (h - n)
+// writes rz (R, 2H), n (R, H), h' (R, H) and, if given, hidden_n (R, H) = gh_n. Rows whose mask is false
+// keep their state (h' = h); their rz and n are computed all the same.
+void gru_forward(const Tensor& gi, const Tensor& gh, const Tensor& h, Tensor rz, Tensor n, Tensor h_new,
+                 std::optional<Tensor> hidden_n, const std::optional<Tensor>& mask) {
+  const int64_t rows = h.size(0), size = h.size(1);
+  const float* gi_p = rows_of(gi, rows, 3 * size, "gi");
+  const float* gh_p = rows_of(gh, rows, 3 * size, "gh");
+  const float* h_p = rows_of(h, rows, size, "h");
+  float* rz_p = rows_of_mut(rz, rows, 2 * size, "rz");
+  float* n_p = rows_of_mut(n, rows, size, "n");
+  float* out_p = rows_of_mut(h_new, rows, size, "h_new");
+  float* hn_p = hidden_n.has_value() ? rows_of_mut(*hidden_n, rows, size, "hidden_n") : nullptr;
+  const bool* keep = mask_of(mask, rows);
+  const int64_t gi_s = gi.stride(0), gh_s = gh.stride(0), h_s = h.stride(0), rz_s = rz.stride(0);
+  const int64_t n_s = n.stride(0), out_s = h_new.stride(0), hn_s = hn_p ? hidden_n->stride(0) : 0;
+  at::parallel_for(0, rows, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const float* gib = gi_p + b * gi_s;
+      const float* ghb = gh_p + b * gh_s;
+      const float* hb = h_p + b * h_s;
+      const bool stays = keep != nullptr && !keep[b];
+      for (int64_t j = 0; j < size; j += Vec::size()) {
+        const int64_t c = std::min<int64_t>(Vec::size(), size - j);
+        const Vec r = sigmoid(load(gib + j, c) + load(ghb + j, c));
+        const Vec z = sigmoid(load(gib + size + j, c) + load(ghb + size + j, c));
+        const Vec gh_n = load(ghb + 2 * size + j, c);
+        const Vec cand = tanh(load(gib + 2 * size + j, c) + r * gh_n);
+        const Vec prev = load(hb + j, c);
+        store(r, rz_p + b * rz_s + j, c);
+        store(z, rz_p + b * rz_s + size + j, c);
+        store(cand, n_p + b * n_s + j, c);
+        store(stays ? prev : cand + z * (prev - cand), out_p + b * out_s + j, c);
+        if (hn_p != nullptr) {
+          store(gh_n, hn_p + b * hn_s + j, c);
+        }
+      }
+    }
+  });
+}
+
+// The backward of gru_forward for one step. dh (R, H) is the gradient of h' (plus d_out, if given, the gradient
+// of the step's output). Writes the gradients of the input gates d_gi (R, 3H) = (d_r, d_z, d_n), of the hidden
+// gates d_gh (R, 3H) = (d_r, d_z, d_n * r), and carry (R, H), the part of dh/dh that does not go through W_hh:
+// dh * z. Rows whose mask is false passed their state on: zero gate gradients, carry = dh (d_out not added).
+//   d_n = dh (1 - z) (1 - n^2), d_r = d_n gh_n r (1 - r), d_z = dh (h - n) z (1 - z)
+void gru_backward(const Tensor& dh, const std::optional<Tensor>& d_out, const Tensor& rz, const Tensor& n,
+                  const Tensor& h, const Tensor& hidden_n, const std::optional<Tensor>& mask, Tensor d_gi,
+                  Tensor d_gh, Tensor carry) {
+  const int64_t rows = h.size(0), size = h.size(1);
+  const float* dh_p = rows_of(dh, rows, size, "dh");
+  const float* dout_p = d_out.has_value() ? rows_of(*d_out, rows, size, "d_out") : nullptr;
+  const float* rz_p = rows_of(rz, rows, 2 * size, "rz");
+  const float* n_p = rows_of(n, rows, size, "n");
+  const float* h_p = rows_of(h, rows, size, "h");
+  const float* hn_p = rows_of(hidden_n, rows, size, "hidden_n");
+  float* dgi_p = rows_of_mut(d_gi, rows, 3 * size, "d_gi");
+  float* dgh_p = rows_of_mut(d_gh, rows, 3 * size, "d_gh");
+  float* carry_p = rows_of_mut(carry, rows, size, "carry");
+  const bool* keep = mask_of(mask, rows);
+  const int64_t dh_s = dh.stride(0), dout_s = dout_p ? d_out->stride(0) : 0, rz_s = rz.stride(0);
+  const int64_t n_s = n.stride(0), h_s = h.stride(0), hn_s = hidden_n.stride(0), dgi_s = d_gi.stride(0);
+  const int64_t dgh_s = d_gh.stride(0), carry_s = carry.stride(0);
+  const Vec one(1.0f), zero(0.0f);
+  at::parallel_for(0, rows, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      float* dgib = dgi_p + b * dgi_s;
+      float* dghb = dgh_p + b * dgh_s;
+      const bool stays = keep != nullptr && !keep[b];
+      for (int64_t j = 0; j < size; j += Vec::size()) {
+        const int64_t c = std::min<int64_t>(Vec::size(), size - j);
+        Vec g = load(dh_p + b * dh_s + j, c);
+        if (stays) {
+          store(zero, dgib + j, c);
+          store(zero, dgib + size + j, c);
+          store(zero, dgib + 2 * size + j, c);
+          store(zero, dghb + j, c);
+          store(zero, dghb + size + j, c);
+          store(zero, dghb + 2 * size + j, c);
+          store(g, carry_p + b * carry_s + j, c);
+          continue;
+        }
+        if (dout_p != nullptr) {
+          g = g + load(dout_p + b * dout_s + j, c);
+        }
+        const Vec r = load(rz_p + b * rz_s + j, c), z = load(rz_p + b * rz_s + size + j, c);
+        const Vec cand = load(n_p + b * n_s + j, c);
+        const Vec d_n = (g - g * z) * (one - cand * cand);
+        const Vec d_r = d_n * load(hn_p + b * hn_s + j, c) * r * (one - r);
+        const Vec d_z = g * (load(h_p + b * h_s + j, c) - cand) * z * (one - z);
+        store(d_r, dgib + j, c);
+        store(d_z, dgib + size + j, c);
+        store(d_n, dgib + 2 * size + j, c);
+        store(d_r, dghb + j, c);
+        store(d_z, dghb + size + j, c);
+        store(d_n * r, dghb + 2 * size + j, c);
+        store(g * z, carry_p + b * carry_s + j, c);
+      }
+    }
+  });
+}
+
+// Additive attention for one step: energies e_bs = tanh(q_b + k_bs) (B, S, A) and weights = the softmax over s of
+// v . e_bs (B, S), exactly 0 where the mask is false (all 0 for a row with no real position).
+// query (B, A); keys (B, S, A) contiguous; v (A,); mask (B, S) bool contiguous; energies (B, S, A) contiguous.
+void additive_attention_forward(const Tensor& query, const Tensor& keys, const Tensor& v, const Tensor& mask,
+                                Tensor energies, Tensor weights) {
+  TORCH_CHECK(keys.dim() == 3 && keys.is_contiguous() && energies.is_contiguous() && energies.sizes() == keys.sizes(),
+              "keys and energies must be contiguous (B, S, A) tensors of the same shape");
+  const int64_t batch = keys.size(0), src = keys.size(1), size = keys.size(2);
+  const float* q_p = rows_of(query, batch, size, "query");
+  const float* k_p = rows_of(keys.view({batch * src, size}), batch * src, size, "keys");
+  const float* v_p = rows_of(v.view({1, size}), 1, size, "v");
+  Tensor energy_rows = energies.view({batch * src, size});
+  float* e_p = rows_of_mut(energy_rows, batch * src, size, "energies");
+  float* w_p = rows_of_mut(weights, batch, src, "weights");
+  const bool* real = mask_of(mask, batch * src);
+  const int64_t q_s = query.stride(0), w_s = weights.stride(0);
+  at::parallel_for(0, batch, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(src);
+    for (int64_t b = begin; b < end; ++b) {
+      const float* qb = q_p + b * q_s;
+      float best = -std::numeric_limits<float>::infinity();
+      for (int64_t s = 0; s < src; ++s) {
+        const float* kbs = k_p + (b * src + s) * size;
+        float* ebs = e_p + (b * src + s) * size;
+        Vec acc(0.0f);
+        for (int64_t j = 0; j < size; j += Vec::size()) {
+          const int64_t c = std::min<int64_t>(Vec::size(), size - j);
+          const Vec e = tanh(load(qb + j, c) + load(kbs + j, c));
+          store(e, ebs + j, c);
+          acc = at::vec::fmadd(e, load(v_p + j, c), acc);  // the tail's unused lanes load as 0
+        }
+        scores[s] = at::vec::vec_reduce_all<float>([](const Vec& x, const Vec& y) { return x + y; }, acc);
+        if (real[b * src + s] && scores[s] > best) {
+          best = scores[s];
+        }
+      }
+      float* wb = w_p + b * w_s;
+      float total = 0.0f;
+      for (int64_t s = 0; s < src; ++s) {
+        wb[s] = real[b * src + s] ? std::exp(scores[s] - best) : 0.0f;
+        total += wb[s];
+      }
+      for (int64_t s = 0; s < src; ++s) {
+        wb[s] = total > 0.0f ? wb[s] / total : 0.0f;
+      }
+    }
+  });
+}
+
+// The backward of additive_attention_forward for one step, from d_weights (B, S), the gradient of the weights:
+//   d_scores = w * (d_w - sum_s w d_w)                       (B, S), written to d_scores
+//   d_e_bs   = (1 - e_bs^2) * d_scores_bs * v                  added to d_keys (B, S, A)
+//   d_query  = sum_s d_e_bs                                  (B, A), written to d_query
+void additive_attention_backward(const Tensor& d_weights, const Tensor& weights, const Tensor& energies,
+                                 const Tensor& v, Tensor d_keys, Tensor d_query, Tensor d_scores) {
+  TORCH_CHECK(energies.dim() == 3 && energies.is_contiguous() && d_keys.is_contiguous() &&
+                  d_keys.sizes() == energies.sizes(),
+              "energies and d_keys must be contiguous (B, S, A) tensors of the same shape");
+  const int64_t batch = energies.size(0), src = energies.size(1), size = energies.size(2);
+  const float* dw_p = rows_of(d_weights, batch, src, "d_weights");
+  const float* w_p = rows_of(weights, batch, src, "weights");
+  const float* e_p = rows_of(energies.view({batch * src, size}), batch * src, size, "energies");
+  const float* v_p = rows_of(v.view({1, size}), 1, size, "v");
+  Tensor d_key_rows = d_keys.view({batch * src, size});
+  float* dk_p = rows_of_mut(d_key_rows, batch * src, size, "d_keys");
+  float* dq_p = rows_of_mut(d_query, batch, size, "d_query");
+  float* ds_p = rows_of_mut(d_scores, batch, src, "d_scores");
+  const int64_t dw_s = d_weights.stride(0), w_s = weights.stride(0), dq_s = d_query.stride(0);
+  const int64_t ds_s = d_scores.stride(0);
+  const Vec one(1.0f);
+  at::parallel_for(0, batch, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const float* wb = w_p + b * w_s;
+      const float* dwb = dw_p + b * dw_s;
+      float* dsb = ds_p + b * ds_s;
+      float dot = 0.0f;
+      for (int64_t s = 0; s < src; ++s) {
+        dot += wb[s] * dwb[s];
+      }
+      for (int64_t s = 0; s < src; ++s) {
+        dsb[s] = wb[s] * (dwb[s] - dot);
+      }
+      float* dqb = dq_p + b * dq_s;
+      for (int64_t j = 0; j < size; j += Vec::size()) {
+        const int64_t c = std::min<int64_t>(Vec::size(), size - j);
+        const Vec vj = load(v_p + j, c);
+        Vec dq(0.0f);
+        for (int64_t s = 0; s < src; ++s) {
+          const Vec e = load(e_p + (b * src + s) * size + j, c);
+          const Vec d_e = (one - e * e) * Vec(dsb[s]) * vj;
+          float* dk = dk_p + (b * src + s) * size + j;
+          store(load(dk, c) + d_e, dk, c);
+          dq = dq + d_e;
+        }
+        store(dq, dqb + j, c);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY(s2s_attn, m) {
+  m.def("gru_forward(Tensor gi, Tensor gh, Tensor h, Tensor(a!) rz, Tensor(b!) n, Tensor(c!) h_new, "
+        "Tensor(d!)? hidden_n, Tensor? mask) -> ()");
+  m.def("gru_backward(Tensor dh, Tensor? d_out, Tensor rz, Tensor n, Tensor h, Tensor hidden_n, Tensor? mask, "
+        "Tensor(a!) d_gi, Tensor(b!) d_gh, Tensor(c!) carry) -> ()");
+  m.def("additive_attention_forward(Tensor query, Tensor keys, Tensor v, Tensor mask, Tensor(a!) energies, "
+        "Tensor(b!) weights) -> ()");
+  m.def("additive_attention_backward(Tensor d_weights, Tensor weights, Tensor energies, Tensor v, "
+        "Tensor(a!) d_keys, Tensor(b!) d_query, Tensor(c!) d_scores) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(s2s_attn, CPU, m) {
+  m.impl("gru_forward", gru_forward);
+  m.impl("gru_backward", gru_backward);
+  m.impl("additive_attention_forward", additive_attention_forward);
+  m.impl("additive_attention_backward", additive_attention_backward);
+}

@@ -1,0 +1,104 @@
+"""Compiled kernels for the element-wise work of training's recurrent loops (``csrc/recurrent_cells.cpp``).
+
+The Python loops in `s2s_attn.model.recurrence` call a dozen small ATen operations per step for the GRU cell
+and the additive attention; on a 2-core CPU each costs 5-60 µs, more than the arithmetic it does. These
+kernels do the same work in one pass per step. They are built from source the first time they are needed
+(``torch.utils.cpp_extension.load``: a C++ compiler and ninja, ~1 minute, cached under
+``~/.cache/torch_extensions``, rebuilt when the source changes) and used for float32 tensors on the CPU.
+
+``trainer.kernels`` (`configure`): ``auto`` builds them when it can and otherwise warns once and keeps the
+Python loops; ``true`` fails if they cannot be built; ``false`` never builds them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).parent / "csrc" / "recurrent_cells.cpp"
+MODES = ("auto", "true", "false")
+
+# compiler flags for the CPU capability torch itself dispatches to (ATen's vector types follow the macros)
+_CAPABILITY_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-DCPU_CAPABILITY=AVX512",
+               "-DCPU_CAPABILITY_AVX512"],
+    "AVX2": ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+}
+
+_mode = os.environ.get("S2S_KERNELS", "auto")
+_ops: Any = None
+_tried = False
+
+
+class KernelBuildError(RuntimeError):
+    """The kernels were asked for (``trainer.kernels=true``) and could not be built or loaded."""
+
+
+def configure(mode: str | bool) -> None:
+    """Set the mode (``auto``, ``true`` or ``false``; a bool is ``true``/``false``); ``true`` builds them now."""
+    global _mode
+    mode = {True: "true", False: "false"}.get(mode, mode) if isinstance(mode, bool) else str(mode).lower()
+    if mode not in MODES:
+        raise ValueError(f"trainer.kernels must be one of {', '.join(MODES)}, got {mode!r}")
+    _mode = mode
+    if mode == "true":
+        ops()
+
+
+def capability() -> str:
+    """The CPU capability the kernels are built for: AVX512, AVX2 or DEFAULT (scalar code)."""
+    found = torch.backends.cpu.get_cpu_capability()
+    return found if found in _CAPABILITY_FLAGS else "DEFAULT"
+
+
+def _build() -> Any:
+    from torch.utils import cpp_extension
+
+    if shutil.which("ninja") is None and shutil.which("ninja", path=os.path.dirname(sys.executable)) is None:
+        raise RuntimeError("ninja is not installed (pip install ninja)")
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'c++')}) on the PATH")
+    if os.path.dirname(sys.executable) not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    cap = capability()
+    flags = ["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(cap, ["-DCPU_CAPABILITY=DEFAULT"])]
+    log.info("building the recurrent-cell kernels for %s (once; cached in %s)", cap,
+             cpp_extension._get_build_directory("", verbose=False))
+    cpp_extension.load(name=f"s2s_attn_cells_{cap.lower()}", sources=[str(SOURCE)], extra_cflags=flags,
+                       extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
+    return torch.ops.s2s_attn
+
+
+def ops() -> Any:
+    """``torch.ops.s2s_attn`` with the kernels, or None (mode ``false``, or ``auto`` and they could not be built)."""
+    global _ops, _tried
+    if _mode == "false":
+        return None
+    if not _tried:
+        _tried = True
+        try:
+            _ops = _build()
+        except Exception as error:  # a missing compiler, a failed build: the Python loops do the same work
+            if _mode == "true":
+                raise KernelBuildError(f"trainer.kernels=true, but the kernels could not be built: {error}") from error
+            log.warning("compiled recurrent-cell kernels unavailable (%s); using the Python loops "
+                        "(same results, slower). trainer.kernels=false silences this.", str(error).splitlines()[0])
+    elif _ops is None and _mode == "true":
+        raise KernelBuildError("trainer.kernels=true, but the kernels could not be built (see the first error)")
+    return _ops
+
+
+def applies(*tensors: Tensor | None) -> Any:
+    """The kernels if they may run on these tensors (all float32 on the CPU), else None."""
+    if any(t is not None and (t.device.type != "cpu" or t.dtype != torch.float32) for t in tensors):
+        return None
+    return ops()

@@ -1,0 +1,147 @@
+"""The compiled kernels for the recurrent loops' element-wise work (`s2s_attn.model.kernels`): with them the
+training loops give the Python loops' outputs and gradients in float32 (the tiny model's sizes, 12, 20 and 10,
+are not multiples of the vector width, so the kernels' row tails are exercised too), padding keeps exactly 0
+attention, and when they cannot be built training goes on without them, or stops with a clear error when they
+were asked for."""
+
+import logging
+
+import pytest
+import torch
+
+from s2s_attn.data.batching import make_batch
+from s2s_attn.model import kernels
+from s2s_attn.model.encoder import GRUEncoder
+
+SOURCES = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+TARGETS = [[4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14, 15]]
+
+
+@pytest.fixture
+def compiled():
+    if kernels.ops() is None:
+        pytest.skip("the compiled kernels could not be built here (they need a C++ compiler and ninja); "
+                    "the Python loops are tested in test_recurrence.py")
+
+
+def train_step(model):
+    """Features, attention and every parameter's gradient of a random linear function of the features."""
+    model.zero_grad()
+    batch = make_batch(SOURCES, TARGETS, [0, 1, 2])
+    values, final, keys_proj, mask = model.encode(batch.src, batch.src_len)
+    features, attention = model.decoder.features(batch.tgt_in, final, keys_proj, values, mask)
+    probe = torch.randn(features.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (features * probe.to(features.dtype)).sum().backward()
+    return features.detach(), attention.detach(), {name: p.grad.clone() for name, p in model.named_parameters()
+                                                   if p.grad is not None}
+
+
+def relative_error(got, exact) -> float:
+    return float((got.double() - exact).abs().max() / exact.abs().max())
+
+
+def assert_as_accurate(with_kernels, python, exact, name):
+    """The kernels' float32 result is as close to the float64 one as the Python loops' float32 result (some
+    gradients, the attention's above all, are differences of nearly equal terms: float32 leaves ~1e-4 of them,
+    so a fixed tolerance could not tell rounding from a wrong formula)."""
+    error, python_error = relative_error(with_kernels, exact), relative_error(python, exact)
+    assert error <= 3 * python_error + 1e-5, f"{name}: {error:.3g} from float64, the Python loop {python_error:.3g}"
+
+
+def with_and_without_kernels(monkeypatch, run):
+    with_them = run()
+    monkeypatch.setattr(kernels, "_mode", "false")
+    assert kernels.ops() is None
+    without = run()
+    monkeypatch.undo()
+    return with_them, without
+
+
+@pytest.mark.parametrize("variant", [dict(decoder="bahdanau"), dict(decoder="luong", attention="luong_general",
+                                                                    input_feeding=False)],
+                         ids=["bahdanau", "luong-nofeed"])
+def test_the_kernels_give_the_python_loops_outputs_and_gradients(compiled, make_tiny_model, monkeypatch, variant):
+    model = make_tiny_model(**variant).train()
+    with torch.no_grad():  # sharper attention than the initialisation's near-uniform one: gradients worth comparing
+        for name, param in model.decoder.attention.named_parameters():
+            param.mul_(20.0 if "energy" in name else 3.0)
+    exact_features, exact_attention, exact_grads = train_step(model.double())  # the Python loops in float64
+    (features, attention, grads), (plain_features, plain_attention, plain_grads) = with_and_without_kernels(
+        monkeypatch, lambda: train_step(model.float()))
+    torch.testing.assert_close(features, plain_features, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(attention, plain_attention, rtol=1e-5, atol=1e-6)
+    assert torch.all(attention[1, :, 3:] == 0)  # the second source: two pieces and EOS, then padding
+    assert grads.keys() == plain_grads.keys() == exact_grads.keys()
+    for name, exact in exact_grads.items():
+        assert_as_accurate(grads[name], plain_grads[name], exact, name)
+
+
+def test_the_kernels_keep_the_encoders_packed_sequence_semantics(compiled, monkeypatch):
+    torch.manual_seed(0)
+    encoder = GRUEncoder(30, 8, 6, dropout=0.0)
+    lengths = torch.tensor([7, 3, 5, 1])  # unsorted, and a one-piece sentence
+    src = torch.randint(4, 30, (4, 7))
+
+    def run():
+        encoder.zero_grad()
+        outputs, final = encoder(src, lengths)
+        probe = torch.randn(outputs.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        ((outputs * probe.to(outputs.dtype)).sum() + final.sum()).backward()
+        return outputs.detach(), final.detach(), {name: p.grad.clone() for name, p in encoder.named_parameters()}
+
+    encoder.double()
+    exact_outputs, exact_final, exact_grads = run()
+    encoder.float()
+    (outputs, final, grads), (plain_outputs, plain_final, plain_grads) = with_and_without_kernels(monkeypatch, run)
+    torch.testing.assert_close(outputs, plain_outputs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(final, plain_final, rtol=1e-5, atol=1e-6)
+    assert torch.all(outputs[1, 3:] == 0) and torch.all(outputs[3, 1:] == 0)  # padding
+    for name, exact in exact_grads.items():
+        assert_as_accurate(grads[name], plain_grads[name], exact, name)
+
+
+def test_the_kernels_run_on_float32_cpu_tensors_only(compiled):
+    assert kernels.applies(torch.zeros(2, dtype=torch.float32)) is not None
+    assert kernels.applies(torch.zeros(2, dtype=torch.float64)) is None
+    assert kernels.applies(torch.zeros(2), torch.zeros(2, dtype=torch.bfloat16)) is None
+
+
+@pytest.fixture
+def fresh_state(monkeypatch):
+    """The module as before its first build attempt; restored afterwards."""
+    monkeypatch.setattr(kernels, "_ops", None)
+    monkeypatch.setattr(kernels, "_tried", False)
+    monkeypatch.setattr(kernels, "_mode", "auto")
+
+
+def failing_build():
+    raise RuntimeError("Error building extension: c++: command not found")
+
+
+def test_without_a_compiler_auto_warns_once_and_keeps_the_python_loops(fresh_state, monkeypatch, caplog,
+                                                                       make_tiny_model):
+    monkeypatch.setattr(kernels, "_build", failing_build)
+    with caplog.at_level(logging.WARNING, logger="s2s_attn.model.kernels"):
+        assert kernels.ops() is None
+        assert kernels.ops() is None
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1 and "command not found" in warnings[0] and "Python loops" in warnings[0]
+    features, _, grads = train_step(make_tiny_model().train())  # training still works
+    assert torch.isfinite(features).all() and grads
+
+
+def test_kernels_true_fails_clearly_when_they_cannot_be_built(fresh_state, monkeypatch):
+    monkeypatch.setattr(kernels, "_build", failing_build)
+    with pytest.raises(kernels.KernelBuildError, match="trainer.kernels=true.*command not found"):
+        kernels.configure("true")
+
+
+def test_kernels_false_never_builds(fresh_state, monkeypatch):
+    monkeypatch.setattr(kernels, "_build", lambda: pytest.fail("built although trainer.kernels=false"))
+    kernels.configure(False)
+    assert kernels.ops() is None
+
+
+def test_an_unknown_mode_lists_the_valid_ones(fresh_state):
+    with pytest.raises(ValueError, match="auto, true, false.*'sometimes'"):
+        kernels.configure("sometimes")
