@@ -1,4 +1,4 @@
-"""Compiled kernels for the element-wise work of training's recurrent loops (``csrc/recurrent_cells.cpp``).
+"""Compiled kernels for the element-wise work of training's recurrent loops (``csrc/cpu_kernels.cpp``).
 
 The Python loops in `s2s_attn.model.recurrence` call a dozen small ATen operations per step for the GRU cell
 and the additive attention; on a 2-core CPU each costs 5-60 µs, more than the arithmetic it does. These
@@ -24,7 +24,7 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "csrc" / "recurrent_cells.cpp"
+SOURCE = Path(__file__).parent / "csrc" / "cpu_kernels.cpp"
 MODES = ("auto", "true", "false")
 
 # compiler flags for the CPU capability torch itself dispatches to (ATen's vector types follow the macros)

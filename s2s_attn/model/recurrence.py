@@ -310,9 +310,14 @@ class GRULayer(torch.autograd.Function):
         weight_t, bias = hh_weight.transpose(1, 2), hh_bias.unsqueeze(1)  # (D, H, G), (D, 1, G)
         cells = kernels.applies(input_gates)  # compiled element-wise work, or None
         rows = directions * batch  # the kernels see all directions' rows as one (D B, ...) matrix
+        # one direction (the Luong decoder): a plain product, with the weight packed once in float32
+        packed = _PackedProduct(hh_weight[0], batch, low) if directions == 1 else None
         for t in range(steps):
             h, gi = states[t], input_gates[t]
-            if low is None:
+            if packed is not None:
+                gh = hidden_gates[t]
+                gh[0] = packed(h[0], hh_bias[0])  # (1, B, G)
+            elif low is None:
                 gh = torch.baddbmm(bias, h, weight_t, out=hidden_gates[t])  # (D, B, G)
             else:
                 gh = torch.add(bias, torch.bmm(h.to(low), weight_t), out=hidden_gates[t])
@@ -386,7 +391,7 @@ class GRULayer(torch.autograd.Function):
             flat_previous = _operand(previous.transpose(0, 1).reshape(directions, rows, size), low)
             d_weight = torch.bmm(flat_d_gh.transpose(1, 2), flat_previous)
         if ctx.needs_input_grad[2]:
-            d_bias = d_gh.sum(dim=(0, 2))
+            d_bias = d_gh.sum(0).sum(1)  # (D, G); one sum over dims (0, 2): 0.58 ms for (10, 2, 64, 768), this 0.08
         d_h0 = dh if ctx.needs_input_grad[4] else None
         return d_gi, d_weight, d_bias, None, d_h0
 

@@ -1,11 +1,21 @@
 """The model's dropout behaves as nn.Dropout: it drops a share p of the elements, scales the rest by
 1 / (1 - p), routes the gradient through the same mask, is the identity in evaluation, and a seed
-reproduces its mask."""
+reproduces its mask; each of it on both paths, the compiled CPU kernel's and the Python one."""
 
 import pytest
 import torch
 
+from s2s_attn.model import kernels
 from s2s_attn.model.dropout import Dropout
+
+
+@pytest.fixture(params=["kernel", "python"], autouse=True)
+def path(request, monkeypatch):
+    if request.param == "kernel" and kernels.ops() is None:
+        pytest.skip("the compiled kernels could not be built here (they need a C++ compiler and ninja)")
+    if request.param == "python":
+        monkeypatch.setattr(kernels, "_mode", "false")
+    return request.param
 
 
 def test_drops_a_share_p_and_scales_the_rest_by_one_over_keep():
@@ -52,3 +62,22 @@ def test_a_seed_reproduces_the_mask():
 def test_a_probability_outside_zero_to_one_is_refused():
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         Dropout(1.0)
+
+
+def test_the_mask_does_not_depend_on_the_number_of_threads(path):
+    layer = Dropout(0.3).train()
+    masks = []
+    for threads in (1, 2):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        torch.manual_seed(4)
+        masks.append(layer(torch.ones(300, 700)))
+        torch.set_num_threads(previous)
+    assert torch.equal(masks[0], masks[1])
+
+
+def test_neighbouring_elements_are_dropped_independently(path):
+    torch.manual_seed(5)
+    dropped = (Dropout(0.5).train()(torch.ones(400_000)) == 0).float()
+    both = (dropped[:-1] * dropped[1:]).mean().item()  # the kernel draws four elements from one 64-bit number
+    assert abs(both - 0.25) < 0.005
