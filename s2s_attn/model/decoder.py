@@ -236,12 +236,12 @@ class BahdanauDecoder(Decoder):
 
     def features(self, tgt_in, encoder_final, keys_proj, values, src_mask):
         emb = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
-        emb_gates = self.rnn.embed_gates(emb)  # (batch, tgt_len, 3H)
         hidden, _ = self.init_state(encoder_final)
-        if fused_recurrence_applies(self, emb_gates):  # the same loop as one function with its own backward
-            tops_t, contexts_t, attention = additive_recurrence(self, emb_gates, hidden[0], keys_proj, values, src_mask)
+        if fused_recurrence_applies(self, emb):  # the same loop as one function with its own backward
+            tops_t, contexts_t, attention = additive_recurrence(self, emb, hidden[0], keys_proj, values, src_mask)
             features = self._pre_output(self.dropout(tops_t), contexts_t, emb)  # (batch, tgt_len, output_size)
             return features, attention
+        emb_gates = self.rnn.embed_gates(emb)  # (batch, tgt_len, 3H)
         context_weight = self.rnn.context_weight()  # (3H, enc), sliced once (see GRUCellStack)
         tops, contexts, attentions = [], [], []
         # unbind: one backward for all steps (indexing emb_gates[:, t] would give each step's backward a

@@ -91,33 +91,40 @@ def _autocast_supported(device_type: str) -> bool:
 
 
 class AdditiveRecurrence(torch.autograd.Function):
-    """(emb_gates, h0, keys_proj, values, mask, ctx_weight, hq_weight, hq_bias, energy_weight, low) ->
+    """(emb, h0, keys_proj, values, mask, ih_weight, ih_bias, hq_weight, hq_bias, energy_weight, low) ->
     (tops (B, T, H), contexts (B, T, C), attention (B, T, S)), float32 when ``low`` is set.
 
-    emb_gates: (B, T, G) the embeddings' part of the GRU input gates, input bias included; h0: (B, H);
-    keys_proj: (B, S, A) = W_k k_j; values: (B, S, C); mask: (B, S) True = real source position;
-    ctx_weight: (G, C) the context columns of W_ih; hq_weight: (G + A, H) = [W_hh; W_q];
+    emb: (B, T, E) the target embeddings (after dropout); h0: (B, H); keys_proj: (B, S, A) = W_k k_j;
+    values: (B, S, C); mask: (B, S) True = real source position; ih_weight: (G, E + C) = W_ih, the GRU's
+    input weight for [E y; c]; ih_bias: (G,) = b_ih; hq_weight: (G + A, H) = [W_hh; W_q];
     hq_bias: (G + A,) = [b_hh; b_q]; energy_weight: (A,) = v; low: None, or bf16 for bf16 products (the
     inputs may then be bf16 or float32; their gradients come back in their own dtypes).
+
+    The embeddings' part of the input gates, W_ih,e E y + b_ih, is one product for all steps; W_ih comes whole
+    and its gradient goes back whole (the two slices' gradients written into one tensor), rather than as two
+    slices whose backward would each fill a W_ih-sized tensor with zeros and copy into it.
     """
 
     @staticmethod
-    def forward(ctx, emb_gates, h0, keys_proj, values, mask, ctx_weight, hq_weight, hq_bias, energy_weight, low):
-        with torch.autocast(emb_gates.device.type, enabled=False):
-            return AdditiveRecurrence._forward(ctx, emb_gates, h0, keys_proj, values, mask, ctx_weight, hq_weight,
+    def forward(ctx, emb, h0, keys_proj, values, mask, ih_weight, ih_bias, hq_weight, hq_bias, energy_weight, low):
+        with torch.autocast(emb.device.type, enabled=False):
+            return AdditiveRecurrence._forward(ctx, emb, h0, keys_proj, values, mask, ih_weight, ih_bias, hq_weight,
                                                hq_bias, energy_weight, low)
 
     @staticmethod
-    def _forward(ctx, emb_gates, h0, keys_proj, values, mask, ctx_weight, hq_weight, hq_bias, energy_weight, low):
-        ctx.low, ctx.device_type = low, emb_gates.device.type
-        ctx.dtypes = [t.dtype for t in (emb_gates, h0, keys_proj, values, mask, ctx_weight, hq_weight, hq_bias,
+    def _forward(ctx, emb, h0, keys_proj, values, mask, ih_weight, ih_bias, hq_weight, hq_bias, energy_weight, low):
+        ctx.low, ctx.device_type = low, emb.device.type
+        ctx.dtypes = [t.dtype for t in (emb, h0, keys_proj, values, mask, ih_weight, ih_bias, hq_weight, hq_bias,
                                         energy_weight)]
         if low is not None:  # float32 state and element-wise work, bf16 operands for the products
-            emb_gates, h0, keys_proj, values, hq_bias, energy_weight = (
-                t.float() for t in (emb_gates, h0, keys_proj, values, hq_bias, energy_weight))
-            ctx_weight, hq_weight = ctx_weight.to(low), hq_weight.to(low)
-        batch, steps, gates = emb_gates.shape
-        size = h0.size(1)
+            emb, h0, keys_proj, values, ih_bias, hq_bias, energy_weight = (
+                t.float() for t in (emb, h0, keys_proj, values, ih_bias, hq_bias, energy_weight))
+            ih_weight, hq_weight = ih_weight.to(low), hq_weight.to(low)
+        batch, steps, emb_size = emb.shape
+        gates, size = ih_weight.size(0), h0.size(1)
+        ctx_weight = ih_weight[:, emb_size:]  # (G, C) the context's columns of W_ih
+        emb_gates = _product(ih_bias, emb.reshape(batch * steps, emb_size), ih_weight[:, :emb_size].t(), low)
+        emb_gates = emb_gates.view(batch, steps, gates)  # (B, T, G): W_ih,e E y + b_ih, all steps in one product
         # time-major records for the backward: record[t] is one contiguous block
         states = h0.new_empty((steps + 1, batch, size))  # s_0 .. s_T
         states[0] = h0
@@ -154,8 +161,8 @@ class AdditiveRecurrence(torch.autograd.Function):
             n = torch.tanh(gi[:, 2 * size :].addcmul_(r, hidden_n[t]), out=candidates[t])
             h = torch.addcmul(n, z, h - n, out=states[t + 1])  # (1 - z) * n + z * h
         ctx.cells = cells
-        ctx.save_for_backward(states, energies, weights, contexts, rz, candidates, hidden_n, values,
-                              ctx_weight, hq_weight, energy_weight)
+        ctx.save_for_backward(emb, states, energies, weights, contexts, rz, candidates, hidden_n, values,
+                              ih_weight, hq_weight, energy_weight)
         tops = states[1:].transpose(0, 1).contiguous()
         return tops, contexts.transpose(0, 1).contiguous(), weights.transpose(0, 1).contiguous()
 
@@ -168,9 +175,11 @@ class AdditiveRecurrence(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, d_tops, d_contexts, d_attention):
         low = ctx.low
-        (states, energies, weights, contexts, rz, candidates, hidden_n, values,
-         ctx_weight, hq_weight, energy_weight) = ctx.saved_tensors
+        (emb, states, energies, weights, contexts, rz, candidates, hidden_n, values,
+         ih_weight, hq_weight, energy_weight) = ctx.saved_tensors
         steps, batch, size = candidates.shape
+        emb_size = emb.size(2)
+        ctx_weight = ih_weight[:, emb_size:]  # (G, C)
         gates = 3 * size
         d_hq = states.new_empty((steps, batch, hq_weight.size(0)))  # (T, B, G + A): d(W_hh s + b_hh; W_q s + b_q)
         d_gi = states.new_empty((steps, batch, gates))  # (T, B, G): d(input gates), the embeddings' gradient too
@@ -224,45 +233,54 @@ class AdditiveRecurrence(torch.autograd.Function):
             dh = _product(carry, d_hq[t], hq_weight, low)  # d s_{t-1}: through z's term and through W_hh, W_q
         rows = steps * batch
         flat_d_hq = d_hq.view(rows, -1)
-        d_hq_weight = d_ctx_weight = None
-        if ctx.needs_input_grad[6]:
+        flat_d_gi = _operand(d_gi.view(rows, gates), low)  # (T B, G), time-major
+        d_emb = d_ih_weight = d_hq_weight = None
+        if ctx.needs_input_grad[0]:  # (T, B, E) -> (B, T, E)
+            d_emb = torch.mm(flat_d_gi, ih_weight[:, :emb_size]).view(steps, batch, emb_size).transpose(0, 1)
+        if ctx.needs_input_grad[5]:  # d W_ih = d_gi^T [E y; c]: both column blocks of one tensor
+            emb_rows = _operand(emb.transpose(0, 1).reshape(rows, emb_size), low)  # (T B, E), time-major
+            context_rows = _operand(contexts.view(rows, -1), low)
+            if low is None:
+                d_ih_weight = flat_d_gi.new_empty(ih_weight.shape)
+                torch.mm(flat_d_gi.t(), emb_rows, out=d_ih_weight[:, :emb_size])
+                torch.mm(flat_d_gi.t(), context_rows, out=d_ih_weight[:, emb_size:])
+            else:
+                d_ih_weight = torch.cat([flat_d_gi.t().mm(emb_rows), flat_d_gi.t().mm(context_rows)], dim=1)
+        d_ih_bias = d_gi.view(rows, gates).sum(0) if ctx.needs_input_grad[6] else None
+        if ctx.needs_input_grad[7]:
             d_hq_weight = _operand(flat_d_hq, low).t().mm(_operand(states[:-1].reshape(rows, size), low))
-        d_hq_bias = flat_d_hq.sum(0) if ctx.needs_input_grad[7] else None
-        if ctx.needs_input_grad[5]:
-            d_ctx_weight = _operand(d_gi.view(rows, gates), low).t().mm(_operand(contexts.view(rows, -1), low))
+        d_hq_bias = flat_d_hq.sum(0) if ctx.needs_input_grad[8] else None
         d_values = None
         if ctx.needs_input_grad[3]:  # (B, S, T) x (B, T, C)
             d_values = torch.bmm(weights.permute(1, 2, 0), d_context_all.transpose(0, 1))
         d_energy_weight = None
-        if ctx.needs_input_grad[8]:
+        if ctx.needs_input_grad[9]:
             d_energy_weight = torch.mv(energies.reshape(-1, energies.size(-1)).t(), d_scores_all.reshape(-1))
-        return (d_gi.transpose(0, 1), dh, d_keys, d_values, None, d_ctx_weight, d_hq_weight, d_hq_bias,
-                d_energy_weight)
+        return (d_emb, dh, d_keys, d_values, None, d_ih_weight, d_ih_bias, d_hq_weight, d_hq_bias, d_energy_weight)
 
 
-def fused_recurrence_applies(decoder, emb_gates: Tensor) -> bool:
-    """Whether `additive_recurrence` can stand in for the Bahdanau decoder's step loop: one GRU layer, additive
-    attention (``bahdanau`` or ``luong_concat``), fp32 or fp64 without autocast, or bf16 autocast (an fp16 run
-    keeps the loop)."""
-    device_type = emb_gates.device.type
-    plain = emb_gates.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(device_type)
+def fused_recurrence_applies(decoder, emb: Tensor) -> bool:
+    """Whether `additive_recurrence` can stand in for the Bahdanau decoder's step loop over these embeddings: one
+    GRU layer, additive attention (``bahdanau`` or ``luong_concat``), fp32 or fp64 without autocast, or bf16
+    autocast (an fp16 run keeps the loop)."""
+    device_type = emb.device.type
+    plain = emb.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(device_type)
     return (decoder.name == "bahdanau" and getattr(decoder, "fused_recurrence", False) and decoder.num_layers == 1
             and isinstance(decoder.attention, BahdanauAttention)
             and (plain or (torch.is_autocast_enabled(device_type) and _autocast_supported(device_type))))
 
 
-def additive_recurrence(decoder, emb_gates: Tensor, h0: Tensor, keys_proj: Tensor, values: Tensor,
+def additive_recurrence(decoder, emb: Tensor, h0: Tensor, keys_proj: Tensor, values: Tensor,
                         mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The decoder's loop (`AdditiveRecurrence`) from its weights: -> (tops (B, T, H), contexts (B, T, C),
-    attention (B, T, S))."""
+    """The decoder's loop (`AdditiveRecurrence`) over the target embeddings emb (B, T, E), from its weights:
+    -> (tops (B, T, H), contexts (B, T, C), attention (B, T, S))."""
     cell, attention = decoder.rnn.cells[0], decoder.attention
     query = attention.query_layer
     query_bias = query.bias if query.bias is not None else query.weight.new_zeros(query.out_features)
     hq_weight = torch.cat([cell.weight_hh, query.weight])  # (G + A, H)
     hq_bias = torch.cat([cell.bias_hh, query_bias])
-    return AdditiveRecurrence.apply(emb_gates, h0, keys_proj, values, mask, decoder.rnn.context_weight(),
-                                    hq_weight, hq_bias, attention.energy_layer.weight.view(-1),
-                                    _low_precision(emb_gates.device.type))
+    return AdditiveRecurrence.apply(emb, h0, keys_proj, values, mask, cell.weight_ih, cell.bias_ih, hq_weight, hq_bias,
+                                    attention.energy_layer.weight.view(-1), _low_precision(emb.device.type))
 
 
 class GRULayer(torch.autograd.Function):

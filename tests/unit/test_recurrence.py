@@ -93,15 +93,15 @@ def test_under_bf16_autocast_the_fused_encoder_is_as_close_to_float32_as_nn_gru(
 
 def test_the_backward_matches_finite_differences():
     torch.manual_seed(0)
-    batch, steps, src, hidden, ctx, attn = 2, 3, 4, 3, 5, 2
+    batch, steps, src, hidden, ctx, attn, emb = 2, 3, 4, 3, 5, 2, 3
     gates = 3 * hidden
 
     def leaf(*shape):
         return (0.5 * torch.randn(*shape, dtype=torch.float64)).requires_grad_()
 
     mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
-    inputs = (leaf(batch, steps, gates), leaf(batch, hidden), leaf(batch, src, attn), leaf(batch, src, ctx), mask,
-              leaf(gates, ctx), leaf(gates + attn, hidden), leaf(gates + attn), leaf(attn), None)
+    inputs = (leaf(batch, steps, emb), leaf(batch, hidden), leaf(batch, src, attn), leaf(batch, src, ctx), mask,
+              leaf(gates, emb + ctx), leaf(gates), leaf(gates + attn, hidden), leaf(gates + attn), leaf(attn), None)
     assert torch.autograd.gradcheck(AdditiveRecurrence.apply, inputs)
 
 
