@@ -1,8 +1,9 @@
-"""Compiled kernels for the element-wise work of training's recurrent loops (``csrc/cpu_kernels.cpp``).
+"""Compiled CPU kernels for training's element-wise work (``csrc/cpu_kernels.cpp``).
 
 The Python loops in `s2s_attn.model.recurrence` call a dozen small ATen operations per step for the GRU cell
 and the additive attention; on a 2-core CPU each costs 5-60 µs, more than the arithmetic it does. These
-kernels do the same work in one pass per step. They are built from source the first time they are needed
+kernels do the same work in one pass per step, and dropout's mask and scaling in one pass
+(`s2s_attn.model.dropout`). They are built from source the first time they are needed
 (``torch.utils.cpp_extension.load``: a C++ compiler and ninja, ~1 minute, cached under
 ``~/.cache/torch_extensions``, rebuilt when the source changes) and used for float32 tensors on the CPU.
 
@@ -71,7 +72,7 @@ def _build() -> Any:
         os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     cap = capability()
     flags = ["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(cap, ["-DCPU_CAPABILITY=DEFAULT"])]
-    log.info("building the recurrent-cell kernels for %s (once; cached in %s)", cap,
+    log.info("loading the compiled CPU kernels for %s (built on first use, ~15 s; cached in %s)", cap,
              cpp_extension._get_build_directory("", verbose=False))
     cpp_extension.load(name=f"s2s_attn_cells_{cap.lower()}", sources=[str(SOURCE)], extra_cflags=flags,
                        extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
@@ -90,7 +91,7 @@ def ops() -> Any:
         except Exception as error:  # a missing compiler, a failed build: the Python loops do the same work
             if _mode == "true":
                 raise KernelBuildError(f"trainer.kernels=true, but the kernels could not be built: {error}") from error
-            log.warning("compiled recurrent-cell kernels unavailable (%s); using the Python loops "
+            log.warning("compiled CPU kernels unavailable (%s); using the Python loops "
                         "(same results, slower). trainer.kernels=false silences this.", str(error).splitlines()[0])
     elif _ops is None and _mode == "true":
         raise KernelBuildError("trainer.kernels=true, but the kernels could not be built (see the first error)")

@@ -528,7 +528,8 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.devic
         torch.set_num_threads(int(tcfg.threads))
     log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
     if device.type == "cpu":  # built here, once per machine, rather than in the first training step
-        log.info("recurrent cells: %s", "compiled kernels" if kernels.ops() is not None else "Python loops")
+        log.info("element-wise work of the training loops: %s",
+                 "compiled CPU kernels" if kernels.ops() is not None else "Python loops")
 
     # ---- data -----------------------------------------------------------------------------------
     saved_tokenizer = None
