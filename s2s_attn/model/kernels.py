@@ -13,6 +13,7 @@ Python loops; ``true`` fails if they cannot be built; ``false`` never builds the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -74,8 +75,11 @@ def _build() -> Any:
     flags = ["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(cap, ["-DCPU_CAPABILITY=DEFAULT"])]
     log.info("loading the compiled CPU kernels for %s (built on first use, ~15 s; cached in %s)", cap,
              cpp_extension._get_build_directory("", verbose=False))
-    cpp_extension.load(name=f"s2s_attn_cells_{cap.lower()}", sources=[str(SOURCE)], extra_cflags=flags,
-                       extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
+    # one build per PyTorch installation: two virtual environments (a checkout's .venv, a dev one) would otherwise
+    # share a build directory and rebuild it in turn, their include paths differing
+    installation = hashlib.sha1(f"{torch.__version__} {torch.__file__}".encode()).hexdigest()[:8]
+    cpp_extension.load(name=f"s2s_attn_kernels_{cap.lower()}_{installation}", sources=[str(SOURCE)],
+                       extra_cflags=flags, extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
     return torch.ops.s2s_attn
 
 
