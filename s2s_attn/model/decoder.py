@@ -343,11 +343,11 @@ class LuongDecoder(Decoder):
     def features(self, tgt_in, encoder_final, keys_proj, values, src_mask):
         emb = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
         hidden, feed = self.init_state(encoder_final)
-        if feed is None and self.fused_recurrence and fused_gru_applies(self.rnn, emb):
-            tops = unidirectional_gru(self.rnn, emb, hidden)  # (batch, tgt_len, H): nn.GRU's, with its own backward
-            attentionals, attentions = self.attend(tops, keys_proj, values, src_mask)
-        elif feed is None:
-            tops, _ = self.rnn(emb, hidden)  # (batch, tgt_len, H): the whole target in one call
+        if feed is None:  # the whole target in one call: (batch, tgt_len, H)
+            if self.fused_recurrence and fused_gru_applies(self.rnn, emb):
+                tops = unidirectional_gru(self.rnn, emb, hidden)  # nn.GRU's maths, with its own backward
+            else:
+                tops, _ = self.rnn(emb, hidden)
             attentionals, attentions = self.attend(tops, keys_proj, values, src_mask)  # 3-D query
         else:
             step_inputs, gru_step = self._fed_gru(emb)

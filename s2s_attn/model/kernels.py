@@ -65,12 +65,14 @@ def capability() -> str:
 def _build() -> Any:
     from torch.utils import cpp_extension
 
-    if shutil.which("ninja") is None and shutil.which("ninja", path=os.path.dirname(sys.executable)) is None:
-        raise RuntimeError("ninja is not installed (pip install ninja)")
+    if shutil.which("ninja") is None:
+        environment_bin = os.path.dirname(sys.executable)
+        if shutil.which("ninja", path=environment_bin) is None:
+            raise RuntimeError("ninja is not installed (pip install ninja)")
+        # installed with this environment, which is not activated: cpp_extension runs `ninja` from the PATH
+        os.environ["PATH"] = environment_bin + os.pathsep + os.environ.get("PATH", "")
     if shutil.which(os.environ.get("CXX", "c++")) is None:
         raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'c++')}) on the PATH")
-    if os.path.dirname(sys.executable) not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     cap = capability()
     flags = ["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(cap, ["-DCPU_CAPABILITY=DEFAULT"])]
     log.info("loading the compiled CPU kernels for %s (built on first use, ~15 s; cached in %s)", cap,
