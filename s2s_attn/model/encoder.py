@@ -1,6 +1,6 @@
 """Recurrent encoder: embeddings -> multi-layer bidirectional GRU over packed sequences.
 
-One bidirectional fp32 layer (the default) runs as `recurrence.GRULayer`, the same function with a
+On the CPU one bidirectional fp32 layer (the default) runs as `recurrence.GRULayer`, the same function with a
 backward that computes W_hh's gradient once for all steps (``nn.GRU``'s CPU backward over packed sequences
 computes it, and a zero-filled gradient of all input gates, at every step)."""
 

@@ -416,10 +416,11 @@ class GRULayer(torch.autograd.Function):
 
 def fused_gru_applies(rnn: torch.nn.GRU, x: Tensor) -> bool:
     """Whether `GRULayer` (`bidirectional_gru`, `unidirectional_gru`) stands in for ``rnn``: one layer with biases,
-    fp32 or fp64 without autocast or bf16 autocast, and gradients on. Without gradients (decoding) nn.GRU's loop
-    in C++ is faster: the batched beam search of the 2,000 test sentences ran 7% slower with this one, one
-    sentence at a time 5%."""
-    return (rnn.num_layers == 1 and rnn.bias and x.dtype in (torch.float32, torch.float64)
+    on the CPU, fp32 or fp64 without autocast or bf16 autocast, and gradients on. Without gradients (decoding)
+    nn.GRU's loop in C++ is faster: the batched beam search of the 2,000 test sentences ran 7% slower with this
+    one, one sentence at a time 5%. On a GPU nn.GRU is cuDNN's fused recurrence, which a loop of per-step kernel
+    launches would not beat (not measured here: this project's machines have no GPU)."""
+    return (rnn.num_layers == 1 and rnn.bias and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
             and torch.is_grad_enabled() and _autocast_supported(x.device.type))
 
 

@@ -172,6 +172,7 @@ def test_nn_gru_runs_where_the_fused_gru_does_not_apply():
     assert fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True), x)
     assert not fused_gru_applies(torch.nn.GRU(8, 6, num_layers=2, batch_first=True, bidirectional=True), x)
     assert not fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True, bias=False), x)
+    assert not fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True), x.to("meta"))  # off the CPU: cuDNN's GRU
     with torch.autocast("cpu", dtype=torch.float16):
         assert not fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
     with torch.inference_mode():  # decoding: nn.GRU's loop is faster without a backward to prepare for
