@@ -4,7 +4,7 @@ The Python loops in `s2s_attn.model.recurrence` call a dozen small ATen operatio
 and the additive attention; on a 2-core CPU each costs 5-60 µs, more than the arithmetic it does. These
 kernels do the same work in one pass per step, and dropout's mask and scaling in one pass
 (`s2s_attn.model.dropout`). They are built from source the first time they are needed
-(``torch.utils.cpp_extension.load``: a C++ compiler and ninja, ~1 minute, cached under
+(``torch.utils.cpp_extension.load``: a C++ compiler and ninja, ~15 s, cached under
 ``~/.cache/torch_extensions``, rebuilt when the source changes) and used for float32 tensors on the CPU.
 
 ``trainer.kernels`` (`configure`): ``auto`` builds them when it can and otherwise warns once and keeps the
