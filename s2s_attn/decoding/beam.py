@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ..data.tokenizer import BOS_ID, EOS_ID
+from ..model import kernels
 from .greedy import MAX_LEN_EXTRA, MAX_LEN_RATIO, chunk_size, output_limits
 from .step import cat_states, make_stepper, reorder_state
 from .stream import Batch, Compaction, Group, decode_stream, pad_history
@@ -98,30 +99,59 @@ def coverage_bonus(coverage: Tensor, beta: float) -> float:
     return beta * float(torch.log(coverage.clamp(min=1e-6, max=1.0)).sum())
 
 
-def select_candidates(log_probs: Tensor, scores: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor]:
+def block_log_probs(logits: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One step's log-probabilities as beam search reads them: (values (rows, V), block_best (rows, V / size),
+    lse (rows,) or None). The log-probability of token v in row r is ``values[r, v] - lse[r]`` (``values[r, v]``
+    when lse is None), and ``block_best[r, k]`` is the best of them in block k (tokens k*size .. k*size+size-1).
+
+    With the compiled kernels (float32 on the CPU) values are the logits themselves, lse and the block maxima
+    from one read of them (`block_log_softmax`); otherwise values are log_softmax(logits), in place when the
+    logits are a contiguous float32 tensor (row by row, each row read before it is written: the same values),
+    and block_best their block maxima."""
+    rows, vocab = logits.shape
+    compiled = kernels.applies(logits) if logits.is_contiguous() else None
+    if compiled is not None:
+        lse = logits.new_empty(rows)
+        block_best = logits.new_empty((rows, vocab // size))
+        compiled.block_log_softmax(logits, size, lse, block_best)
+        return logits, block_best, lse
+    if logits.dtype == torch.float32 and logits.is_contiguous():
+        log_probs = torch.log_softmax(logits, dim=-1, out=logits)
+    else:
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return log_probs, log_probs.view(rows, vocab // size, size).amax(dim=-1), None
+
+
+def select_candidates(logits: Tensor, scores: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor]:
     """The ``count`` best extensions of each sentence: (scores, origin rows, tokens), each (n, count).
 
-    log_probs: (n * width, V), sentence b owning rows b*width .. b*width+width-1; scores: (n, width) the
-    rows' log-probabilities so far. An extension's score is ``scores[b, row] + log_probs[row, token]``;
-    origin is the row within the sentence (0 .. width-1); best first. ``count`` <= width * V.
+    logits: (n * width, V), sentence b owning rows b*width .. b*width+width-1 (may be overwritten with their
+    log-softmax); scores: (n, width) the rows' log-probabilities so far. An extension's score is
+    ``scores[b, row] + log_softmax(logits[row])[token]``; origin is the row within the sentence (0 .. width-1);
+    best first. ``count`` <= width * V.
 
     Exact, without ranking all width * V candidates: each row's vocabulary is cut into blocks of
     `chunk_size` tokens; the ``count`` blocks (per sentence) with the highest maximum plus row score hold
     the ``count`` best extensions (a block outside them has a maximum no higher than ``count`` distinct
     extensions inside them), so only those blocks' entries are ranked. Per-row ``topk`` over the whole
-    vocabulary costs about four times as much, most of it per-row overhead.
+    vocabulary costs about four times as much, most of it per-row overhead. A block's maximum and its entries
+    are computed by the same subtraction (`block_log_probs`), so the best entry equals the block's maximum.
     """
-    rows, vocab = log_probs.shape
+    rows, vocab = logits.shape
     n, width = scores.shape
     size = chunk_size(vocab)
     blocks = vocab // size  # per row
-    block_max = log_probs.view(rows, blocks, size).amax(dim=-1) + scores.view(rows, 1)  # (n * width, blocks)
+    values, block_best, lse = block_log_probs(logits, size)
+    block_max = block_best + scores.view(rows, 1)  # (n * width, blocks)
     take = min(count, width * blocks)
     best_blocks = block_max.view(n, width * blocks).topk(take, dim=1).indices  # (n, take), row * blocks + block
-    global_blocks = best_blocks + (torch.arange(n, device=log_probs.device) * (width * blocks)).unsqueeze(1)
-    entries = log_probs.view(rows * blocks, size).index_select(0, global_blocks.view(-1)).view(n, take, size)
+    global_blocks = best_blocks + (torch.arange(n, device=logits.device) * (width * blocks)).unsqueeze(1)
+    entries = values.view(rows * blocks, size).index_select(0, global_blocks.view(-1)).view(n, take, size)
     origin_of_block = torch.div(best_blocks, blocks, rounding_mode="floor")  # (n, take)
-    entries = entries + scores.gather(1, origin_of_block).unsqueeze(2)  # the same sums as scores + log_probs
+    if lse is not None:
+        row_of_block = torch.div(global_blocks, blocks, rounding_mode="floor")  # (n, take)
+        entries = entries.sub_(lse[row_of_block].unsqueeze(2))  # log-probabilities, as block_best's
+    entries = entries + scores.gather(1, origin_of_block).unsqueeze(2)  # the same sums as block_max's
     top_scores, position = entries.view(n, take * size).topk(count, dim=1)  # (n, count)
     slot = torch.div(position, size, rounding_mode="floor")
     block = best_blocks.gather(1, slot)  # (n, count)
@@ -197,13 +227,8 @@ class BeamGroup(Group):
         rows = n * width
         out = self._logits_out(rows, n * k)
         logits, state, weights = self.stepper.step(self.prev, self.state, width, out=out)
-        if logits.dtype == torch.float32 and logits.is_contiguous():
-            # row by row, each row read before it is written: in place gives the same values
-            log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # (n * width, V)
-        else:
-            log_probs = torch.log_softmax(logits.float(), dim=-1)
-        vocab = log_probs.size(1)
-        top_scores, origin, token = select_candidates(log_probs, self.scores, min(2 * k, width * vocab))  # (n, 2k)
+        vocab = logits.size(1)
+        top_scores, origin, token = select_candidates(logits, self.scores, min(2 * k, width * vocab))  # (n, 2k)
         is_eos = token == EOS_ID
         done = [False] * n
         step_weights = weights.float() if self.track_attention else None

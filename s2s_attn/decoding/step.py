@@ -49,6 +49,7 @@ import weakref
 import torch
 from torch import Tensor
 
+from ..model import kernels
 from ..model.attention import Attention, BahdanauAttention, masked_softmax
 from ..model.decoder import BahdanauDecoder, LuongDecoder
 from .stream import Compaction
@@ -152,8 +153,11 @@ class BahdanauTables:
         emb, hidden, ctx = decoder.rnn.emb_size, decoder.hidden_size, decoder.rnn.ctx_size
         embedding, pre = decoder.embedding.weight, decoder.pre_output
         self.gates = 3 * hidden
-        self.emb_gates = torch.addmm(cell.bias_ih, embedding, cell.weight_ih[:, :emb].t())  # (V, 3H)
-        self.emb_pre = torch.addmm(pre.bias, embedding, pre.weight[:, hidden + ctx :].t())  # (V, output_size)
+        # the embedding's input gates and pre-output part, side by side (V, 3H + output_size): the compiled
+        # `beam_mix` adds both to the mixed projected values in one pass
+        self.emb_all = torch.cat([torch.addmm(cell.bias_ih, embedding, cell.weight_ih[:, :emb].t()),
+                                  torch.addmm(pre.bias, embedding, pre.weight[:, hidden + ctx :].t())], dim=1)
+        self.emb_gates, self.emb_pre = self.emb_all[:, : self.gates], self.emb_all[:, self.gates :]  # views
         query = attention.query_layer
         query_bias = query.bias if query.bias is not None else query.weight.new_zeros(query.out_features)
         # every weight is kept as (inputs, outputs), contiguous: a product with a few rows (one sentence's
@@ -329,19 +333,31 @@ class AdditiveBahdanauStepper(SentenceStepper):
         n, src_len, attn = self.keys_proj.shape
         rows = h.size(0)
         gh, query = hq[:, : tables.gates], hq[:, tables.gates :]
-        energy = torch.tanh(query.view(n, width, 1, attn) + self.keys_proj.unsqueeze(1))  # (n, width, S, A)
-        weights = masked_softmax(torch.matmul(energy, tables.energy), self.mask)  # (n, width, S)
-        if self.project_values:
-            mixed = torch.bmm(weights, self.values).view(rows, -1)  # (rows, 3H + O)
+        compiled = kernels.applies(query, self.keys_proj)
+        if compiled is not None:  # the same function in one pass per row, the (n, width, S, A) energies not kept
+            weights = query.new_empty((n, width, src_len))
+            compiled.beam_additive_attention(query, self.keys_proj, tables.energy, self.mask, width,
+                                             weights.view(rows, src_len))
         else:
-            context = torch.bmm(weights, self.values).view(rows, -1)  # (rows, ctx)
-            mixed = torch.mm(context, tables.ctx_weight_t)
-        gi = tables.emb_gates.index_select(0, prev).add_(mixed[:, : tables.gates])  # (rows, 3H)
+            energy = torch.tanh(query.view(n, width, 1, attn) + self.keys_proj.unsqueeze(1))  # (n, width, S, A)
+            weights = masked_softmax(torch.matmul(energy, tables.energy), self.mask)  # (n, width, S)
+        if compiled is not None and self.project_values:  # the embedding's parts + sum_j a_tj P_j in one pass
+            inputs = query.new_empty((rows, tables.emb_all.size(1)))  # (rows, 3H + O)
+            compiled.beam_mix(weights.view(rows, src_len), self.values, width, tables.emb_all, prev, inputs)
+            gi, pre = inputs[:, : tables.gates], inputs[:, tables.gates :]
+        else:
+            if self.project_values:
+                mixed = torch.bmm(weights, self.values).view(rows, -1)  # (rows, 3H + O)
+            else:
+                context = torch.bmm(weights, self.values).view(rows, -1)  # (rows, ctx)
+                mixed = torch.mm(context, tables.ctx_weight_t)
+            gi = tables.emb_gates.index_select(0, prev).add_(mixed[:, : tables.gates])  # (rows, 3H)
+            pre = tables.emb_pre.index_select(0, prev).add_(mixed[:, tables.gates :])  # (rows, O)
         h = gru_update(gi, gh, h)
         products = torch.mm(h, tables.all_h_weight_t)  # (rows, O + 3H + A)
-        pre = tables.emb_pre.index_select(0, prev).add_(mixed[:, tables.gates :])
         features = self._features(rows)  # (rows, O + 1): tanh(pre-output), then 1
-        features[:, :-1] = pre.add_(products[:, : tables.output_size]).tanh_()  # (tanh into a strided view: slow)
+        # (into a fresh tensor: in place into the strided views takes 3x as long)
+        features[:, :-1] = (pre + products[:, : tables.output_size]).tanh_()
         hq = products[:, tables.output_size :].add_(tables.h_bias)  # the next step's
         logits = torch.mm(features, tables.output_weight_t, out=out)  # (rows, V), bias included
         return logits, (h.unsqueeze(0), hq), weights.view(rows, src_len)
@@ -355,7 +371,13 @@ class AdditiveBahdanauStepper(SentenceStepper):
 
 def gru_update(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
     """One GRU cell update from its input gates gi = W_ih x + b_ih and hidden gates gh = W_hh h + b_hh (rows, 3H),
-    as ``nn.GRU`` computes it (gate order r, z, n); gi is overwritten."""
+    as ``nn.GRU`` computes it (gate order r, z, n); gi may be overwritten. With the compiled kernels (float32 on the
+    CPU) in one pass (`gru_forward`)."""
+    compiled = kernels.applies(gi, gh, h)
+    if compiled is not None:
+        h_new = torch.empty_like(h)
+        compiled.gru_forward(gi, gh, h, None, None, h_new, None, None)
+        return h_new
     size = h.size(1)
     rz = torch.sigmoid(gi[:, : 2 * size].add_(gh[:, : 2 * size]))
     r, z = rz[:, :size], rz[:, size:]

@@ -1,11 +1,13 @@
-"""Compiled CPU kernels for training's element-wise work (``csrc/cpu_kernels.cpp``).
+"""Compiled CPU kernels for the element-wise work of training and decoding (``csrc/cpu_kernels.cpp``).
 
 The Python loops in `s2s_attn.model.recurrence` call a dozen small ATen operations per step for the GRU cell
 and the additive attention; on a 2-core CPU each costs 5-60 µs, more than the arithmetic it does. These
 kernels do the same work in one pass per step, and dropout's mask and scaling in one pass
-(`s2s_attn.model.dropout`). They are built from source the first time they are needed
-(``torch.utils.cpp_extension.load``: a C++ compiler and ninja, ~15 s, cached under
-``~/.cache/torch_extensions``, rebuilt when the source changes) and used for float32 tensors on the CPU.
+(`s2s_attn.model.dropout`); beam search's step (`s2s_attn.decoding.step`, `s2s_attn.decoding.beam`) uses them
+for its attention, its GRU cell, the mixture of projected values and the logits' log-sum-exp. They are built
+from source the first time they are needed (``torch.utils.cpp_extension.load``: a C++ compiler and ninja, ~15 s,
+cached under ``~/.cache/torch_extensions``, rebuilt when the source changes) and used for float32 tensors on the
+CPU.
 
 ``trainer.kernels`` (`configure`): ``auto`` builds them when it can and otherwise warns once and keeps the
 Python loops; ``true`` fails if they cannot be built; ``false`` never builds them.
@@ -62,6 +64,11 @@ def capability() -> str:
     return found if found in _CAPABILITY_FLAGS else "DEFAULT"
 
 
+def compiler_flags(cap: str) -> list[str]:
+    """The flags the kernels are compiled with for a CPU capability (AVX512, AVX2, DEFAULT)."""
+    return ["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(cap, ["-DCPU_CAPABILITY=DEFAULT"])]
+
+
 def _build() -> Any:
     from torch.utils import cpp_extension
 
@@ -74,7 +81,7 @@ def _build() -> Any:
     if shutil.which(os.environ.get("CXX", "c++")) is None:
         raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'c++')}) on the PATH")
     cap = capability()
-    flags = ["-O3", "-fopenmp", *_CAPABILITY_FLAGS.get(cap, ["-DCPU_CAPABILITY=DEFAULT"])]
+    flags = compiler_flags(cap)
     log.info("loading the compiled CPU kernels for %s (built on first use, ~15 s; cached in %s)", cap,
              cpp_extension._get_build_directory("", verbose=False))
     # one build per PyTorch installation: two virtual environments (a checkout's .venv, a dev one) would otherwise

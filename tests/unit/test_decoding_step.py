@@ -6,7 +6,7 @@ import torch
 
 from s2s_attn.data.batching import make_batch
 from s2s_attn.data.tokenizer import BOS_ID
-from s2s_attn.decoding.beam import select_candidates
+from s2s_attn.decoding.beam import block_log_probs, select_candidates
 from s2s_attn.decoding.greedy import chunk_size, first_argmax
 from s2s_attn.decoding.step import (
     AdditiveBahdanauStepper,
@@ -16,12 +16,14 @@ from s2s_attn.decoding.step import (
     bahdanau_tables,
     decoder_tables,
     fast_path_applies,
+    gru_update,
     luong_path_applies,
     make_stepper,
     reorder_state,
     shared_tables,
 )
 from s2s_attn.decoding.stream import Compaction
+from s2s_attn.model import kernels
 
 
 @pytest.mark.parametrize("vocab", [1, 2, 7, 25, 64, 100, 8000, 16000, 31999])
@@ -42,22 +44,50 @@ def test_first_argmax_is_argmax_ties_included(vocab):
     assert torch.equal(first_argmax(logits), logits.argmax(dim=-1))
 
 
+@pytest.fixture(params=["kernel", "python"])
+def kernel_path(request, monkeypatch):
+    """Each test with this fixture runs on both paths: the compiled CPU kernels' and the Python one."""
+    if request.param == "kernel" and kernels.ops() is None:
+        pytest.skip("the compiled kernels could not be built here (they need a C++ compiler and ninja)")
+    if request.param == "python":
+        monkeypatch.setattr(kernels, "_mode", "false")
+    return request.param
+
+
 @pytest.mark.parametrize("vocab,width,count", [(8000, 5, 10), (8000, 1, 10), (25, 4, 8), (7, 3, 6), (3, 1, 3)])
-def test_select_candidates_gives_the_best_extensions_of_each_sentence(vocab, width, count):
+def test_select_candidates_gives_the_best_extensions_of_each_sentence(kernel_path, vocab, width, count):
     torch.manual_seed(1)
     n = 6
-    log_probs = torch.log_softmax(torch.randn(n * width, vocab) * 4, dim=-1)
+    logits = torch.randn(n * width, vocab) * 4
+    log_probs = torch.log_softmax(logits.double(), dim=-1)
     scores = -torch.rand(n, width) * 5
     scores[2, -1] = float("-inf")  # a dead row never wins
-    top_scores, origin, token = select_candidates(log_probs, scores, count)
-    every = (scores.view(-1, 1) + log_probs).view(n, width * vocab)
-    expected, _ = every.topk(count, dim=1)
-    torch.testing.assert_close(top_scores, expected, rtol=0, atol=0)
+    top_scores, origin, token = select_candidates(logits.clone(), scores, count)
+    every = (scores.double().view(-1, 1) + log_probs).view(n, width * vocab)
+    expected, expected_index = every.topk(count, dim=1)
+    torch.testing.assert_close(top_scores.double(), expected, rtol=0, atol=1e-5)
+    live = torch.isfinite(expected)  # (a dead row's extensions are all -inf, in any order)
+    assert torch.equal((origin * vocab + token)[live], expected_index[live])  # the same extensions, best first
     rows = torch.arange(n).unsqueeze(1) * width + origin
-    assert torch.equal(scores.gather(1, origin) + log_probs[rows, token], top_scores)
-    assert bool((origin < width).all()) and bool((token < vocab).all())
+    torch.testing.assert_close(top_scores.double(), scores.double().gather(1, origin) + log_probs[rows, token],
+                               rtol=0, atol=1e-5)
     pairs = origin * vocab + token
     assert all(len(set(row)) == count for row in pairs.tolist())  # distinct extensions
+
+
+@pytest.mark.parametrize("vocab,size", [(8000, 160), (25, 5), (7, 7), (40, 20)])
+def test_block_log_probs_gives_log_softmax_and_its_block_maxima(kernel_path, vocab, size):
+    torch.manual_seed(2)
+    logits = torch.randn(9, vocab) * 5
+    expected = torch.log_softmax(logits.double(), dim=-1)
+    values, block_best, lse = block_log_probs(logits.clone(), size)
+    assert (lse is None) == (kernel_path == "python")
+    log_probs = values if lse is None else values - lse.unsqueeze(1)
+    torch.testing.assert_close(log_probs.double(), expected, rtol=1e-6, atol=1e-6)  # float32 rounding
+    best = expected.view(9, vocab // size, size).amax(-1)
+    torch.testing.assert_close(block_best.double(), best, rtol=1e-6, atol=1e-6)
+    # the block's best entry is its maximum, to the bit (select_candidates relies on it)
+    assert torch.equal(block_best, log_probs.view(9, vocab // size, size).amax(-1))
 
 
 def test_log_softmax_in_place_equals_the_plain_one():
@@ -66,6 +96,57 @@ def test_log_softmax_in_place_equals_the_plain_one():
     buffer = logits.clone()
     result = torch.log_softmax(buffer, dim=-1, out=buffer)
     assert result.data_ptr() == buffer.data_ptr() and torch.equal(result, expected)
+
+
+def compiled_ops():
+    ops = kernels.ops()
+    if ops is None:
+        pytest.skip("the compiled kernels could not be built here (they need a C++ compiler and ninja)")
+    return ops
+
+
+def test_the_beam_kernels_compute_the_steps_formulas_on_views_of_the_pools_buffers():
+    """Beam search's attention and value mixture kernels, on the pool's tensors as they are: views of buffers
+    wider than the sentences' sources, one copy per sentence for its ``width`` rows; a sentence with no real
+    position gets all-zero weights; sizes (20, 7) that are not multiples of the vector width."""
+    ops = compiled_ops()
+    torch.manual_seed(3)
+    n, width, src, attn, size, vocab = 3, 4, 5, 20, 70, 11
+    keys = torch.randn(n + 1, src + 2, attn)[:n, :src]  # (n, S, A) views, as `SentenceStepper.merge` keeps them
+    values = torch.randn(n + 1, src + 2, size)[:n, :src]
+    mask = torch.ones(n + 1, src + 2, dtype=torch.bool)[:n, :src]
+    mask[0, 3:] = False
+    mask[2] = False  # no real position
+    query = torch.randn(n * width, attn + 6)[:, 6:]  # a row-strided view, as the state's query part
+    v = torch.randn(attn)
+
+    weights = torch.empty(n * width, src)
+    ops.beam_additive_attention(query, keys, v, mask, width, weights)
+    sentence = torch.arange(n * width) // width
+    scores = (torch.tanh(query.double().unsqueeze(1) + keys.double()[sentence]) @ v.double())  # (rows, S)
+    expected = torch.softmax(scores.masked_fill(~mask[sentence], float("-inf")), dim=-1).nan_to_num(0.0)
+    torch.testing.assert_close(weights.double(), expected, rtol=1e-5, atol=1e-6)
+    assert torch.all(weights[~mask[sentence]] == 0)  # exactly 0 on padding, and for the sentence without a position
+    torch.testing.assert_close(weights.sum(-1)[: 2 * width], torch.ones(2 * width))
+
+    table = torch.randn(vocab, size)
+    prev = torch.randint(0, vocab, (n * width,))
+    out = torch.empty(n * width, size)
+    ops.beam_mix(weights, values, width, table, prev, out)
+    expected = table.double()[prev] + torch.bmm(weights.double().unsqueeze(1), values.double()[sentence]).squeeze(1)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="out of range"):
+        ops.beam_mix(weights, values, width, table, prev.clone().fill_(vocab), out)
+
+
+def test_the_gru_update_is_nn_grus_cell_on_both_paths(kernel_path):
+    torch.manual_seed(4)
+    cell = torch.nn.GRUCell(6, 20)
+    x, h = torch.randn(7, 6), torch.randn(7, 20)
+    gi = torch.nn.functional.linear(x, cell.weight_ih, cell.bias_ih)
+    gh = torch.cat([torch.nn.functional.linear(h, cell.weight_hh, cell.bias_hh), torch.randn(7, 3)], dim=1)[:, :60]
+    with torch.no_grad():
+        torch.testing.assert_close(gru_update(gi.clone(), gh, h), cell(x, h), rtol=1e-5, atol=1e-6)
 
 
 THREE_SOURCES = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
@@ -97,7 +178,7 @@ def assert_steps_agree(fast, plain, state_fast, state_plain, width: int) -> None
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong_concat"])
 @pytest.mark.parametrize("project_values", [False, True])
-def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, attention, project_values):
+def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, kernel_path, attention, project_values):
     model = make_tiny_model(attention=attention)
     batch = make_batch(THREE_SOURCES, None, [0, 1, 2])
     width = 3
@@ -115,7 +196,8 @@ def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, atten
 @pytest.mark.parametrize("attention", ["luong_general", "luong_dot", "scaled_dot", "luong_concat"])
 @pytest.mark.parametrize("input_feeding", [False, True])
 @pytest.mark.parametrize("project_values", [False, True])
-def test_the_luong_tables_step_equals_the_decoder_step(make_tiny_model, attention, input_feeding, project_values):
+def test_the_luong_tables_step_equals_the_decoder_step(make_tiny_model, kernel_path, attention, input_feeding,
+                                                      project_values):
     model = make_tiny_model(decoder="luong", attention=attention, input_feeding=input_feeding)
     batch = make_batch(THREE_SOURCES, None, [0, 1, 2])
     width = 3

@@ -5,6 +5,7 @@ attention, and when they cannot be built training goes on without them, or stops
 were asked for."""
 
 import logging
+import os
 
 import pytest
 import torch
@@ -145,3 +146,23 @@ def test_kernels_false_never_builds(fresh_state, monkeypatch):
 def test_an_unknown_mode_lists_the_valid_ones(fresh_state):
     with pytest.raises(ValueError, match="auto, true, false.*'sometimes'"):
         kernels.configure("sometimes")
+
+
+@pytest.mark.parametrize("cap", ["DEFAULT", "AVX2"])
+def test_the_source_compiles_for_the_other_cpu_capabilities(cap):
+    """This machine builds the AVX512 variant; a CPU without it builds another one, whose code paths (the scalar
+    tanh, AVX2's) are only compiled there: check that they compile (syntax and types, no code generated)."""
+    import shutil
+    import subprocess
+    import sysconfig
+
+    from torch.utils.cpp_extension import include_paths
+
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    if compiler is None:
+        pytest.skip("no C++ compiler on the PATH")
+    includes = [f"-I{path}" for path in [*include_paths(), sysconfig.get_paths()["include"]]]
+    command = [compiler, "-fsyntax-only", "-std=c++20", *includes, *kernels.compiler_flags(cap), str(kernels.SOURCE)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert result.returncode == 0, "\n".join(errors[:10])

@@ -1,12 +1,16 @@
-// Compiled CPU kernels for training's element-wise work: the recurrent loops' GRU cell and additive attention
-// (one pass per step instead of one ATen call per operation) and dropout (mask and scaling in one pass).
+// Compiled CPU kernels for the element-wise work of training and decoding: the recurrent loops' GRU cell and
+// additive attention (one pass per step instead of one ATen call per operation), dropout (mask and scaling in one
+// pass), and beam search's step (attention over one copy of a sentence's keys for all its beams, the mixture of
+// its projected values, and the log-sum-exp and block maxima of the logits in one read).
 //
 // Built on first use by s2s_attn/model/kernels.py (torch.utils.cpp_extension.load) and registered as
 // torch.ops.s2s_attn.*. Every function reads and writes float32 CPU tensors given to it (2-D, rows x columns,
-// unit column stride, any row stride, unless it says otherwise), allocates nothing, and computes exactly the
-// formulas of the Python code beside each call (s2s_attn/model/recurrence.py, dropout.py), which stays the
-// reference and the path on other devices and dtypes. exp is ATen's vector exp (SLEEF, 1 ulp); tanh is SLEEF's
-// 3.5-ulp version, 3x faster than the 1-ulp one (the attention's energies are 64 x 12 x 512 tanh per step).
+// unit column stride, any row stride, unless it says otherwise), allocates nothing but scratch, and computes the
+// formulas of the Python code beside each call (s2s_attn/model/recurrence.py, dropout.py,
+// s2s_attn/decoding/step.py, beam.py), which stays the reference and the path on other devices and dtypes. exp is
+// ATen's vector exp (SLEEF, 1 ulp; the logits' sum of exponentials uses ATen's 20-ulp exp_u20: 0.5 instead of
+// 0.6 ms per beam step); tanh is SLEEF's 3.5-ulp version, 3x faster than the 1-ulp one (the attention's energies
+// are 64 x 12 x 512 tanh per step).
 //
 // Shapes: rows R (batch, or directions x batch), hidden H, gates 3H in the order r, z, n (as nn.GRU);
 // source positions S, attention size A.
@@ -33,7 +37,7 @@ inline Vec tanh(const Vec& x) {
 #elif defined(CPU_CAPABILITY_AVX2)
   return Vec(Sleef_tanhf8_u35(x));
 #else
-  return x);
+  return x.tanh();
 #endif
 }
 
@@ -80,21 +84,22 @@ constexpr int64_t kRowsPerTask = 4;
 
 // One GRU cell update from its input gates gi = W_ih x + b_ih and hidden gates gh = W_hh h + b_hh, both (R, 3H):
 //   r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z), n = tanh(gi_n + r * gh_n), h' = n + z * (h - n)
-// writes rz (R, 2H), n (R, H), h' (R, H) and, if given, hidden_n (R, H) = gh_n. Rows whose mask is false
-// keep their state (h' = h); their rz and n are computed all the same.
-void gru_forward(const Tensor& gi, const Tensor& gh, const Tensor& h, Tensor rz, Tensor n, Tensor h_new,
-                 std::optional<Tensor> hidden_n, const std::optional<Tensor>& mask) {
+// writes h' (R, H) and, if given (the backward needs them), rz (R, 2H), n (R, H) and hidden_n (R, H) = gh_n.
+// Rows whose mask is false keep their state (h' = h); their rz and n are computed all the same.
+void gru_forward(const Tensor& gi, const Tensor& gh, const Tensor& h, std::optional<Tensor> rz,
+                 std::optional<Tensor> n, Tensor h_new, std::optional<Tensor> hidden_n,
+                 const std::optional<Tensor>& mask) {
   const int64_t rows = h.size(0), size = h.size(1);
   const float* gi_p = rows_of(gi, rows, 3 * size, "gi");
   const float* gh_p = rows_of(gh, rows, 3 * size, "gh");
   const float* h_p = rows_of(h, rows, size, "h");
-  float* rz_p = rows_of_mut(rz, rows, 2 * size, "rz");
-  float* n_p = rows_of_mut(n, rows, size, "n");
+  float* rz_p = rz.has_value() ? rows_of_mut(*rz, rows, 2 * size, "rz") : nullptr;
+  float* n_p = n.has_value() ? rows_of_mut(*n, rows, size, "n") : nullptr;
   float* out_p = rows_of_mut(h_new, rows, size, "h_new");
   float* hn_p = hidden_n.has_value() ? rows_of_mut(*hidden_n, rows, size, "hidden_n") : nullptr;
   const bool* keep = mask_of(mask, rows);
-  const int64_t gi_s = gi.stride(0), gh_s = gh.stride(0), h_s = h.stride(0), rz_s = rz.stride(0);
-  const int64_t n_s = n.stride(0), out_s = h_new.stride(0), hn_s = hn_p ? hidden_n->stride(0) : 0;
+  const int64_t gi_s = gi.stride(0), gh_s = gh.stride(0), h_s = h.stride(0), rz_s = rz_p ? rz->stride(0) : 0;
+  const int64_t n_s = n_p ? n->stride(0) : 0, out_s = h_new.stride(0), hn_s = hn_p ? hidden_n->stride(0) : 0;
   at::parallel_for(0, rows, kRowsPerTask, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const float* gib = gi_p + b * gi_s;
@@ -108,9 +113,13 @@ void gru_forward(const Tensor& gi, const Tensor& gh, const Tensor& h, Tensor rz,
         const Vec gh_n = load(ghb + 2 * size + j, c);
         const Vec cand = tanh(load(gib + 2 * size + j, c) + r * gh_n);
         const Vec prev = load(hb + j, c);
-        store(r, rz_p + b * rz_s + j, c);
-        store(z, rz_p + b * rz_s + size + j, c);
-        store(cand, n_p + b * n_s + j, c);
+        if (rz_p != nullptr) {
+          store(r, rz_p + b * rz_s + j, c);
+          store(z, rz_p + b * rz_s + size + j, c);
+        }
+        if (n_p != nullptr) {
+          store(cand, n_p + b * n_s + j, c);
+        }
         store(stays ? prev : cand + z * (prev - cand), out_p + b * out_s + j, c);
         if (hn_p != nullptr) {
           store(gh_n, hn_p + b * hn_s + j, c);
@@ -181,6 +190,39 @@ void gru_backward(const Tensor& dh, const std::optional<Tensor>& d_out, const Te
   });
 }
 
+// Additive attention of one query row over one sentence's keys: scores_s = v . tanh(q + k_s) (each tanh written to
+// energies + s * size when energies is not null), then weights w (S,) = the softmax of the scores over the real
+// positions, exactly 0 where real[s * real_stride] is false (all 0 when no position is real). scores: S floats of
+// scratch. keys: row s at keys + s * key_stride.
+inline void attend_row(const float* q, const float* keys, int64_t key_stride, const bool* real, int64_t real_stride,
+                       const float* v, int64_t src, int64_t size, float* energies, float* w, float* scores) {
+  float best = -std::numeric_limits<float>::infinity();
+  for (int64_t s = 0; s < src; ++s) {
+    const float* ks = keys + s * key_stride;
+    Vec acc(0.0f);
+    for (int64_t j = 0; j < size; j += Vec::size()) {
+      const int64_t c = std::min<int64_t>(Vec::size(), size - j);
+      const Vec e = tanh(load(q + j, c) + load(ks + j, c));
+      if (energies != nullptr) {
+        store(e, energies + s * size + j, c);
+      }
+      acc = at::vec::fmadd(e, load(v + j, c), acc);  // the tail's unused lanes load as 0
+    }
+    scores[s] = at::vec::vec_reduce_all<float>([](const Vec& x, const Vec& y) { return x + y; }, acc);
+    if (real[s * real_stride] && scores[s] > best) {
+      best = scores[s];
+    }
+  }
+  float total = 0.0f;
+  for (int64_t s = 0; s < src; ++s) {
+    w[s] = real[s * real_stride] ? std::exp(scores[s] - best) : 0.0f;
+    total += w[s];
+  }
+  for (int64_t s = 0; s < src; ++s) {
+    w[s] = total > 0.0f ? w[s] / total : 0.0f;
+  }
+}
+
 // Additive attention for one step: energies e_bs = tanh(q_b + k_bs) (B, S, A) and weights = the softmax over s of
 // v . e_bs (B, S), exactly 0 where the mask is false (all 0 for a row with no real position).
 // query (B, A); keys (B, S, A) contiguous; v (A,); mask (B, S) bool contiguous; energies (B, S, A) contiguous.
@@ -200,31 +242,153 @@ void additive_attention_forward(const Tensor& query, const Tensor& keys, const T
   at::parallel_for(0, batch, kRowsPerTask, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(src);
     for (int64_t b = begin; b < end; ++b) {
-      const float* qb = q_p + b * q_s;
-      float best = -std::numeric_limits<float>::infinity();
-      for (int64_t s = 0; s < src; ++s) {
-        const float* kbs = k_p + (b * src + s) * size;
-        float* ebs = e_p + (b * src + s) * size;
-        Vec acc(0.0f);
-        for (int64_t j = 0; j < size; j += Vec::size()) {
-          const int64_t c = std::min<int64_t>(Vec::size(), size - j);
-          const Vec e = tanh(load(qb + j, c) + load(kbs + j, c));
-          store(e, ebs + j, c);
-          acc = at::vec::fmadd(e, load(v_p + j, c), acc);  // the tail's unused lanes load as 0
+      attend_row(q_p + b * q_s, k_p + b * src * size, size, real + b * src, 1, v_p, src, size,
+                 e_p + b * src * size, w_p + b * w_s, scores.data());
+    }
+  });
+}
+
+// Decoding's additive attention (beam search): query rows (R, A), R = N x width, row r attending over sentence
+// r / width's keys (the beams of a sentence share one copy of its keys); weights (R, S) as in
+// additive_attention_forward, the energies not kept. keys (N, S, A) and mask (N, S) may be views of larger buffers
+// (unit stride in their last dimension).
+void beam_additive_attention(const Tensor& query, const Tensor& keys, const Tensor& v, const Tensor& mask,
+                             int64_t width, Tensor weights) {
+  TORCH_CHECK(keys.dim() == 3 && keys.stride(2) == 1 && keys.device().is_cpu() && keys.scalar_type() == at::kFloat,
+              "keys must be a float32 CPU (N, S, A) tensor with unit stride in its last dimension");
+  TORCH_CHECK(mask.dim() == 2 && mask.scalar_type() == at::kBool && mask.stride(1) == 1 &&
+                  mask.size(0) == keys.size(0) && mask.size(1) == keys.size(1),
+              "mask must be an (N, S) bool tensor with unit stride in its last dimension");
+  TORCH_CHECK(width >= 1, "width must be at least 1");
+  const int64_t sentences = keys.size(0), src = keys.size(1), size = keys.size(2), rows = sentences * width;
+  const float* q_p = rows_of(query, rows, size, "query");
+  const float* v_p = rows_of(v.view({1, size}), 1, size, "v");
+  float* w_p = rows_of_mut(weights, rows, src, "weights");
+  const float* k_p = keys.const_data_ptr<float>();
+  const bool* real = mask.const_data_ptr<bool>();
+  const int64_t q_s = query.stride(0), w_s = weights.stride(0), k_s0 = keys.stride(0), k_s1 = keys.stride(1);
+  const int64_t m_s0 = mask.stride(0);
+  at::parallel_for(0, rows, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(src);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / width;
+      attend_row(q_p + r * q_s, k_p + b * k_s0, k_s1, real + b * m_s0, 1, v_p, src, size, nullptr, w_p + r * w_s,
+                 scores.data());
+    }
+  });
+}
+
+// Decoding's mixture of projected values (beam search): out (R, D) = table[prev[r]] + sum_s weights[r, s] x
+// values[r / width, s, :], R = N x width, the beams of a sentence sharing one copy of its values (N, S, D) (a view
+// of a larger buffer is fine: unit stride in the last dimension). table (V, D): the step's part that depends
+// only on the previous token (the embedding's products). One pass per row instead of a batched product and the
+// lookups and sums after it.
+void beam_mix(const Tensor& weights, const Tensor& values, int64_t width, const Tensor& table, const Tensor& prev,
+              Tensor out) {
+  TORCH_CHECK(values.dim() == 3 && values.stride(2) == 1 && values.device().is_cpu() &&
+                  values.scalar_type() == at::kFloat,
+              "values must be a float32 CPU (N, S, D) tensor with unit stride in its last dimension");
+  TORCH_CHECK(width >= 1, "width must be at least 1");
+  const int64_t sentences = values.size(0), src = values.size(1), size = values.size(2), rows = sentences * width;
+  TORCH_CHECK(prev.scalar_type() == at::kLong && prev.is_contiguous() && prev.numel() == rows,
+              "prev must be a contiguous int64 tensor of ", rows, " token ids");
+  const float* w_p = rows_of(weights, rows, src, "weights");
+  const float* t_p = rows_of(table, table.size(0), size, "table");
+  float* out_p = rows_of_mut(out, rows, size, "out");
+  const float* v_p = values.const_data_ptr<float>();
+  const int64_t* prev_p = prev.const_data_ptr<int64_t>();
+  const int64_t vocab = table.size(0), w_s = weights.stride(0), t_s = table.stride(0), out_s = out.stride(0);
+  const int64_t v_s0 = values.stride(0), v_s1 = values.stride(1);
+  for (int64_t r = 0; r < rows; ++r) {
+    TORCH_CHECK(prev_p[r] >= 0 && prev_p[r] < vocab, "token id ", prev_p[r], " out of range for a table of ", vocab,
+                " rows");
+  }
+  at::parallel_for(0, rows, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* wr = w_p + r * w_s;
+      const float* vb = v_p + (r / width) * v_s0;
+      const float* tr = t_p + prev_p[r] * t_s;
+      float* outr = out_p + r * out_s;
+      constexpr int64_t kWide = 4 * Vec::size();  // four independent sums: the FMAs' latencies overlap
+      int64_t j = 0;
+      for (; j + kWide <= size; j += kWide) {
+        Vec a0 = Vec::loadu(tr + j), a1 = Vec::loadu(tr + j + Vec::size());
+        Vec a2 = Vec::loadu(tr + j + 2 * Vec::size()), a3 = Vec::loadu(tr + j + 3 * Vec::size());
+        for (int64_t s = 0; s < src; ++s) {
+          const Vec w(wr[s]);
+          const float* vs = vb + s * v_s1 + j;
+          a0 = at::vec::fmadd(w, Vec::loadu(vs), a0);
+          a1 = at::vec::fmadd(w, Vec::loadu(vs + Vec::size()), a1);
+          a2 = at::vec::fmadd(w, Vec::loadu(vs + 2 * Vec::size()), a2);
+          a3 = at::vec::fmadd(w, Vec::loadu(vs + 3 * Vec::size()), a3);
         }
-        scores[s] = at::vec::vec_reduce_all<float>([](const Vec& x, const Vec& y) { return x + y; }, acc);
-        if (real[b * src + s] && scores[s] > best) {
-          best = scores[s];
+        a0.store(outr + j);
+        a1.store(outr + j + Vec::size());
+        a2.store(outr + j + 2 * Vec::size());
+        a3.store(outr + j + 3 * Vec::size());
+      }
+      for (; j < size; j += Vec::size()) {
+        const int64_t c = std::min<int64_t>(Vec::size(), size - j);
+        Vec acc = load(tr + j, c);
+        for (int64_t s = 0; s < src; ++s) {
+          acc = at::vec::fmadd(Vec(wr[s]), load(vb + s * v_s1 + j, c), acc);
         }
+        store(acc, outr + j, c);
       }
-      float* wb = w_p + b * w_s;
-      float total = 0.0f;
-      for (int64_t s = 0; s < src; ++s) {
-        wb[s] = real[b * src + s] ? std::exp(scores[s] - best) : 0.0f;
-        total += wb[s];
+    }
+  });
+}
+
+// Beam search's look at one step's logits (R, V), contiguous: each row's log-sum-exp
+// lse_r = m_r + log sum_v exp(x_rv - m_r) (m_r the row's max), written to lse (R,), and for each block of `block`
+// consecutive tokens its best log-probability, max over the block of x_rv, minus lse_r, written to block_best
+// (R, V / block). The log-probability of token v is x_rv - lse_r. One read of the logits, where log_softmax
+// reads them twice and writes them, and a block max reads them once more.
+void block_log_softmax(const Tensor& logits, int64_t block, Tensor lse, Tensor block_best) {
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "logits must be a contiguous (R, V) tensor");
+  const int64_t rows = logits.size(0), vocab = logits.size(1);
+  TORCH_CHECK(block >= 1 && vocab % block == 0, "block (", block, ") must divide the vocabulary (", vocab, ")");
+  const int64_t blocks = vocab / block;
+  const float* x_p = rows_of(logits, rows, vocab, "logits");
+  Tensor lse_rows = lse.view({rows, 1});
+  float* lse_p = rows_of_mut(lse_rows, rows, 1, "lse");
+  float* best_p = rows_of_mut(block_best, rows, blocks, "block_best");
+  const int64_t lse_s = lse_rows.stride(0), best_s = block_best.stride(0);
+  const int64_t whole = block - block % Vec::size();  // a block's elements in whole vectors
+  const float lowest = -std::numeric_limits<float>::infinity();
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* x = x_p + r * vocab;
+      float* best = best_p + r * best_s;
+      float top = lowest;
+      for (int64_t k = 0; k < blocks; ++k) {
+        const float* xk = x + k * block;
+        Vec acc(lowest);
+        for (int64_t j = 0; j < whole; j += Vec::size()) {
+          acc = at::vec::maximum(acc, Vec::loadu(xk + j));
+        }
+        float m = at::vec::vec_reduce_all<float>([](const Vec& a, const Vec& b) { return at::vec::maximum(a, b); },
+                                                 acc);
+        for (int64_t j = whole; j < block; ++j) {
+          m = std::max(m, xk[j]);
+        }
+        best[k] = m;
+        top = std::max(top, m);
       }
-      for (int64_t s = 0; s < src; ++s) {
-        wb[s] = total > 0.0f ? wb[s] / total : 0.0f;
+      const Vec shift(top);
+      Vec acc(0.0f);
+      const int64_t all = vocab - vocab % Vec::size();
+      for (int64_t j = 0; j < all; j += Vec::size()) {
+        acc = acc + (Vec::loadu(x + j) - shift).exp_u20();
+      }
+      float total = at::vec::vec_reduce_all<float>([](const Vec& a, const Vec& b) { return a + b; }, acc);
+      for (int64_t j = all; j < vocab; ++j) {
+        total += std::exp(x[j] - top);
+      }
+      const float row_lse = top + std::log(total);
+      lse_p[r * lse_s] = row_lse;
+      for (int64_t k = 0; k < blocks; ++k) {
+        best[k] -= row_lse;
       }
     }
   });
@@ -354,7 +518,7 @@ void dropout_backward(const Tensor& grad, const Tensor& keep, Tensor out, double
 }  // namespace
 
 TORCH_LIBRARY(s2s_attn, m) {
-  m.def("gru_forward(Tensor gi, Tensor gh, Tensor h, Tensor(a!) rz, Tensor(b!) n, Tensor(c!) h_new, "
+  m.def("gru_forward(Tensor gi, Tensor gh, Tensor h, Tensor(a!)? rz, Tensor(b!)? n, Tensor(c!) h_new, "
         "Tensor(d!)? hidden_n, Tensor? mask) -> ()");
   m.def("gru_backward(Tensor dh, Tensor? d_out, Tensor rz, Tensor n, Tensor h, Tensor hidden_n, Tensor? mask, "
         "Tensor(a!) d_gi, Tensor(b!) d_gh, Tensor(c!) carry) -> ()");
@@ -362,6 +526,10 @@ TORCH_LIBRARY(s2s_attn, m) {
         "Tensor(b!) weights) -> ()");
   m.def("additive_attention_backward(Tensor d_weights, Tensor weights, Tensor energies, Tensor v, "
         "Tensor(a!) d_keys, Tensor(b!) d_query, Tensor(c!) d_scores) -> ()");
+  m.def("beam_additive_attention(Tensor query, Tensor keys, Tensor v, Tensor mask, int width, Tensor(a!) weights) "
+        "-> ()");
+  m.def("beam_mix(Tensor weights, Tensor values, int width, Tensor table, Tensor prev, Tensor(a!) out) -> ()");
+  m.def("block_log_softmax(Tensor logits, int block, Tensor(a!) lse, Tensor(b!) block_best) -> ()");
   m.def("dropout_forward(Tensor x, Tensor(a!) out, Tensor(b!) keep, int seed, int threshold, float scale) -> ()");
   m.def("dropout_backward(Tensor grad, Tensor keep, Tensor(a!) out, float scale) -> ()");
 }
@@ -371,6 +539,9 @@ TORCH_LIBRARY_IMPL(s2s_attn, CPU, m) {
   m.impl("gru_backward", gru_backward);
   m.impl("additive_attention_forward", additive_attention_forward);
   m.impl("additive_attention_backward", additive_attention_backward);
+  m.impl("beam_additive_attention", beam_additive_attention);
+  m.impl("beam_mix", beam_mix);
+  m.impl("block_log_softmax", block_log_softmax);
   m.impl("dropout_forward", dropout_forward);
   m.impl("dropout_backward", dropout_backward);
 }
