@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import kernels
+
 
 class LinearCrossEntropy(torch.autograd.Function):
     """Summed cross-entropy of ``features @ weight.T + bias`` against ``targets``; see the module doc.
@@ -81,6 +83,15 @@ def _block_loss(logits: Tensor, targets: Tensor, label_smoothing: float, want_gr
     return loss, grad
 
 
+def _compiled_block_loss(compiled, logits: Tensor, bias: Tensor | None, targets: Tensor, label_smoothing: float,
+                         want_grad: bool):
+    """`_block_loss` in one compiled pass per row (`cross_entropy_block`), which also adds the bias (None: none) to
+    the logits (c, vocab), float32 on the CPU, overwritten. targets: (c,)."""
+    row_loss = logits.new_empty(logits.size(0))
+    compiled.cross_entropy_block(logits, bias, targets, label_smoothing, want_grad, row_loss)
+    return row_loss.sum(), (logits if want_grad else None)
+
+
 def _add_column_sums(total: Tensor | None, grad: Tensor) -> Tensor:
     """The bias' gradient so far plus this block's, (vocab,) float32 (the first block's sums when None)."""
     sums = grad.sum(dim=0, dtype=torch.float32)
@@ -94,11 +105,15 @@ def _float32_forward(features, weight, bias, targets, label_smoothing, chunk_row
     grad_x = torch.empty_like(features) if want_grad[0] else None  # (n, d)
     grad_w = grad_b = None  # (vocab, d), (vocab,): the first block's products, then sums
     loss = torch.zeros((), device=features.device)
+    compiled = kernels.applies(features, w, bias) if targets.is_contiguous() else None
     for start in range(0, features.size(0), chunk_rows):
-        x = features[start : start + chunk_rows]  # (c, d)
-        logits = torch.mm(x, w.t()) if bias is None else torch.addmm(bias.float(), x, w.t())  # (c, vocab)
-        block_loss, grad = _block_loss(logits, targets[start : start + chunk_rows, None], label_smoothing,
-                                       any(want_grad))
+        x, block_targets = features[start : start + chunk_rows], targets[start : start + chunk_rows]  # (c, d), (c,)
+        if compiled is not None:  # the kernel adds the bias (addmm would first copy it into every row)
+            block_loss, grad = _compiled_block_loss(compiled, torch.mm(x, w.t()), bias, block_targets, label_smoothing,
+                                                    any(want_grad))
+        else:
+            logits = torch.mm(x, w.t()) if bias is None else torch.addmm(bias.float(), x, w.t())  # (c, vocab)
+            block_loss, grad = _block_loss(logits, block_targets[:, None], label_smoothing, any(want_grad))
         loss += block_loss
         if grad is None:
             continue
