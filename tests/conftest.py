@@ -20,6 +20,19 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+@pytest.fixture(params=["kernel", "python"])
+def kernel_path(request, monkeypatch):
+    """Runs a test on both paths: with the compiled CPU kernels (`s2s_attn.model.kernels`; skipped with the reason
+    where they cannot be built) and with the Python code beside them. -> "kernel" or "python"."""
+    from s2s_attn.model import kernels
+
+    if request.param == "kernel" and kernels.ops() is None:
+        pytest.skip("the compiled kernels could not be built here (they need a C++ compiler and ninja)")
+    if request.param == "python":
+        monkeypatch.setattr(kernels, "_mode", "false")
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.manual_seed(0)

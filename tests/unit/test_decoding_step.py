@@ -44,16 +44,6 @@ def test_first_argmax_is_argmax_ties_included(vocab):
     assert torch.equal(first_argmax(logits), logits.argmax(dim=-1))
 
 
-@pytest.fixture(params=["kernel", "python"])
-def kernel_path(request, monkeypatch):
-    """Each test with this fixture runs on both paths: the compiled CPU kernels' and the Python one."""
-    if request.param == "kernel" and kernels.ops() is None:
-        pytest.skip("the compiled kernels could not be built here (they need a C++ compiler and ninja)")
-    if request.param == "python":
-        monkeypatch.setattr(kernels, "_mode", "false")
-    return request.param
-
-
 @pytest.mark.parametrize("vocab,width,count", [(8000, 5, 10), (8000, 1, 10), (25, 4, 8), (7, 3, 6), (3, 1, 3)])
 def test_select_candidates_gives_the_best_extensions_of_each_sentence(kernel_path, vocab, width, count):
     torch.manual_seed(1)

@@ -5,17 +5,9 @@ reproduces its mask; each of it on both paths, the compiled CPU kernel's and the
 import pytest
 import torch
 
-from s2s_attn.model import kernels
 from s2s_attn.model.dropout import Dropout
 
-
-@pytest.fixture(params=["kernel", "python"], autouse=True)
-def path(request, monkeypatch):
-    if request.param == "kernel" and kernels.ops() is None:
-        pytest.skip("the compiled kernels could not be built here (they need a C++ compiler and ninja)")
-    if request.param == "python":
-        monkeypatch.setattr(kernels, "_mode", "false")
-    return request.param
+pytestmark = pytest.mark.usefixtures("kernel_path")  # every test on both paths (conftest.py)
 
 
 def test_drops_a_share_p_and_scales_the_rest_by_one_over_keep():
@@ -64,7 +56,7 @@ def test_a_probability_outside_zero_to_one_is_refused():
         Dropout(1.0)
 
 
-def test_the_mask_does_not_depend_on_the_number_of_threads(path):
+def test_the_mask_does_not_depend_on_the_number_of_threads(kernel_path):
     layer = Dropout(0.3).train()
     masks = []
     for threads in (1, 2):
@@ -76,7 +68,7 @@ def test_the_mask_does_not_depend_on_the_number_of_threads(path):
     assert torch.equal(masks[0], masks[1])
 
 
-def test_neighbouring_elements_are_dropped_independently(path):
+def test_neighbouring_elements_are_dropped_independently(kernel_path):
     torch.manual_seed(5)
     dropped = (Dropout(0.5).train()(torch.ones(400_000)) == 0).float()
     both = (dropped[:-1] * dropped[1:]).mean().item()  # the kernel draws four elements from one 64-bit number

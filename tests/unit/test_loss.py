@@ -7,17 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s2s_attn.model import kernels
 from s2s_attn.model.loss import linear_cross_entropy
 
-
-@pytest.fixture(params=["kernel", "python"], autouse=True)
-def path(request, monkeypatch):
-    if request.param == "kernel" and kernels.ops() is None:
-        pytest.skip("the compiled kernels could not be built here (they need a C++ compiler and ninja)")
-    if request.param == "python":
-        monkeypatch.setattr(kernels, "_mode", "false")
-    return request.param
+pytestmark = pytest.mark.usefixtures("kernel_path")  # every test on both paths (conftest.py)
 
 
 def plain(x, weight, bias, y, label_smoothing=0.0):
