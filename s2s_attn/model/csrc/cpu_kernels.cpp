@@ -192,9 +192,9 @@ void gru_backward(const Tensor& dh, const std::optional<Tensor>& d_out, const Te
 
 // Additive attention of one query row over one sentence's keys: scores_s = v . tanh(q + k_s) (each tanh written to
 // energies + s * size when energies is not null), then weights w (S,) = the softmax of the scores over the real
-// positions, exactly 0 where real[s * real_stride] is false (all 0 when no position is real). scores: S floats of
+// positions, exactly 0 where real[s] is false (all 0 when no position is real). scores: S floats of
 // scratch. keys: row s at keys + s * key_stride.
-inline void attend_row(const float* q, const float* keys, int64_t key_stride, const bool* real, int64_t real_stride,
+inline void attend_row(const float* q, const float* keys, int64_t key_stride, const bool* real,
                        const float* v, int64_t src, int64_t size, float* energies, float* w, float* scores) {
   float best = -std::numeric_limits<float>::infinity();
   for (int64_t s = 0; s < src; ++s) {
@@ -209,13 +209,13 @@ inline void attend_row(const float* q, const float* keys, int64_t key_stride, co
       acc = at::vec::fmadd(e, load(v + j, c), acc);  // the tail's unused lanes load as 0
     }
     scores[s] = at::vec::vec_reduce_all<float>([](const Vec& x, const Vec& y) { return x + y; }, acc);
-    if (real[s * real_stride] && scores[s] > best) {
+    if (real[s] && scores[s] > best) {
       best = scores[s];
     }
   }
   float total = 0.0f;
   for (int64_t s = 0; s < src; ++s) {
-    w[s] = real[s * real_stride] ? std::exp(scores[s] - best) : 0.0f;
+    w[s] = real[s] ? std::exp(scores[s] - best) : 0.0f;
     total += w[s];
   }
   for (int64_t s = 0; s < src; ++s) {
@@ -242,7 +242,7 @@ void additive_attention_forward(const Tensor& query, const Tensor& keys, const T
   at::parallel_for(0, batch, kRowsPerTask, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(src);
     for (int64_t b = begin; b < end; ++b) {
-      attend_row(q_p + b * q_s, k_p + b * src * size, size, real + b * src, 1, v_p, src, size,
+      attend_row(q_p + b * q_s, k_p + b * src * size, size, real + b * src, v_p, src, size,
                  e_p + b * src * size, w_p + b * w_s, scores.data());
     }
   });
@@ -272,7 +272,7 @@ void beam_additive_attention(const Tensor& query, const Tensor& keys, const Tens
     std::vector<float> scores(src);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = r / width;
-      attend_row(q_p + r * q_s, k_p + b * k_s0, k_s1, real + b * m_s0, 1, v_p, src, size, nullptr, w_p + r * w_s,
+      attend_row(q_p + r * q_s, k_p + b * k_s0, k_s1, real + b * m_s0, v_p, src, size, nullptr, w_p + r * w_s,
                  scores.data());
     }
   });
