@@ -25,10 +25,11 @@ with the scripts of ``../shared/bench/peers`` (setup.sh, run_all.sh; package reg
 peers' own split, and prints the ratios ours / peer (config "ratio:..."), all from this one run.
 
 ``--checkpoint RUN_DIR`` measures decoding of a trained model instead, on its run's test split: greedy
-and beam 5 in batches of 64 (sentences/s and test BLEU for both), and beam 5 one sentence at a time
-(``--unbatched N`` sentences, default all), giving the speed-up of batching the beam. Keys: config,
-greedy_sent_s, greedy_bleu, beam5_sent_s, beam5_bleu, beam5_unbatched_sent_s, beam_batching_speedup,
-decoded, peak_rss_mib, threads, bleu_signature.
+and beam 5 in batches of ``--batch-size`` (default: s2s-translate's, 128; the side-by-side runs above decode
+in batches of 64, as the peers do), with sentences/s and test BLEU for both, and beam 5 one sentence at a
+time (``--unbatched N`` sentences, default all), giving the speed-up of batching the beam. Keys: config,
+batch_size, greedy_sent_s, greedy_bleu, beam5_sent_s, beam5_bleu, beam5_unbatched_sent_s,
+beam_batching_speedup, decoded, peak_rss_mib, threads, bleu_signature.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's s2s_attn, installed or not
+
+from s2s_attn.decoding import DECODE_BATCH_SIZE  # noqa: E402  (torch-free)
 
 DEFAULT_CONFIGS = [
     "bahdanau=experiment=benchmark",
@@ -126,7 +129,7 @@ def timed(function, *args, **kwargs):
     return time.perf_counter() - start, result
 
 
-def measure_checkpoint(path: str, decode: int, unbatched: int | None, threads: int) -> dict:
+def measure_checkpoint(path: str, decode: int, unbatched: int | None, threads: int, batch_size: int) -> dict:
     """Decoding speed and BLEU of a trained model on its run's test split: greedy, beam 5, beam 5 unbatched."""
     import torch
 
@@ -142,15 +145,16 @@ def measure_checkpoint(path: str, decode: int, unbatched: int | None, threads: i
     sources, references = read_text_lines(src_path)[:decode], read_text_lines(ref_path)[:decode]
     tgt_lang = str(translator.config["data"].get("tgt_lang", "en"))
     beam5 = SearchSettings(beam_size=5)
-    translator.translate(sources[:64], batch_size=64, search=beam5)  # warm-up: thread pool, allocator
-    greedy_seconds, greedy_hyps = timed(translator.translate, sources, batch_size=64)
-    beam_seconds, beam_hyps = timed(translator.translate, sources, batch_size=64, search=beam5)
+    translator.translate(sources[:batch_size], batch_size=batch_size, search=beam5)  # warm-up: threads, allocator
+    greedy_seconds, greedy_hyps = timed(translator.translate, sources, batch_size=batch_size)
+    beam_seconds, beam_hyps = timed(translator.translate, sources, batch_size=batch_size, search=beam5)
     few = sources[:unbatched] if unbatched else sources
     alone_seconds, alone_hyps = timed(translator.translate, few, batch_size=1, search=beam5)
     greedy_scores, beam_scores = score(greedy_hyps, references, tgt_lang), score(beam_hyps, references, tgt_lang)
     beam_rate, alone_rate = len(sources) / beam_seconds, len(few) / alone_seconds
     return {
         "config": f"checkpoint {path}",
+        "batch_size": batch_size,
         "greedy_sent_s": round(len(sources) / greedy_seconds, 1),
         "greedy_bleu": round(greedy_scores.bleu, 2),
         "beam5_sent_s": round(beam_rate, 1),
@@ -295,6 +299,8 @@ def main() -> int:
     parser.add_argument("--decode", type=int, default=2000, help="test sentences to decode (default 2000)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--checkpoint", help="measure decoding of this trained run (greedy, beam 5, unbatched beam 5)")
+    parser.add_argument("--batch-size", type=int, default=DECODE_BATCH_SIZE,
+                        help=f"with --checkpoint: sentences per batch (default {DECODE_BATCH_SIZE}, s2s-translate's)")
     parser.add_argument("--unbatched", type=int, default=None,
                         help="with --checkpoint: sentences for the one-at-a-time beam (default: all)")
     parser.add_argument("--peer", action="append", choices=PEER_RUNS, default=[],
@@ -311,7 +317,8 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.checkpoint:
-        print(json.dumps(measure_checkpoint(args.checkpoint, args.decode, args.unbatched, args.threads)), flush=True)
+        print(json.dumps(measure_checkpoint(args.checkpoint, args.decode, args.unbatched, args.threads,
+                                                    args.batch_size)), flush=True)
         return 0
 
     if args.one:  # child process: measure one configuration

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..data.corpus import read_text_lines
+from ..decoding import DECODE_BATCH_SIZE
 from . import fail
 from .translate import search_settings
 
@@ -40,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--alpha", type=float, default=0.6, help="length penalty strength (default 0.6)")
     parser.add_argument("--coverage-penalty", type=float, default=0.0, metavar="BETA")
     parser.add_argument("--max-len-ratio", type=float, default=2.0)
-    parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
+    parser.add_argument("--batch-size", type=int, default=DECODE_BATCH_SIZE,
+                        help=f"sentences per batch (default {DECODE_BATCH_SIZE})")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     args = parser.parse_args(argv)
     args.nbest = 1

@@ -23,6 +23,7 @@ import sys
 
 from tqdm import tqdm
 
+from ..decoding import DECODE_BATCH_SIZE
 from . import fail
 
 PROG = "s2s-translate"
@@ -46,8 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="GNMT coverage penalty weight (default 0: off)")
     parser.add_argument("--max-len-ratio", type=float, default=2.0,
                         help="at most this many output pieces per source piece, plus 10 (default 2.0)")
-    parser.add_argument("--batch-size", type=int, default=64,
-                        help="sentences per batch (default 64; 1 = one at a time)")
+    parser.add_argument("--batch-size", type=int, default=DECODE_BATCH_SIZE,
+                        help=f"sentences per batch (default {DECODE_BATCH_SIZE}; 1 = one at a time)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     args = parser.parse_args(argv)
     if args.batch_size <= 0:

@@ -13,6 +13,7 @@ from ..data.batching import inference_batches, make_batch
 from ..data.tokenizer import Tokenizer
 from ..model.seq2seq import ModelConfig, Seq2Seq
 from ..training.checkpoint import CheckpointError, load_checkpoint, tokenizer_from
+from . import DECODE_BATCH_SIZE
 from .beam import SearchSettings, beam_search_stream
 from .greedy import greedy_decode, greedy_stream
 from .step import hold_tables, shared_tables
@@ -94,8 +95,9 @@ class Translator:
         return translator
 
     @torch.no_grad()
-    def translate_ids(self, src_ids: list[list[int]], batch_size: int = 64, return_attention: bool = False,
-                      return_heads: bool = False, search: SearchSettings | None = None):
+    def translate_ids(self, src_ids: list[list[int]], batch_size: int = DECODE_BATCH_SIZE,
+                      return_attention: bool = False, return_heads: bool = False,
+                      search: SearchSettings | None = None):
         """Decode lists of source piece ids; returns target ids (and attention) in input order.
 
         ``return_attention``: (hyps, attention matrices); ``return_heads``: (hyps, attention matrices,
@@ -152,7 +154,8 @@ class Translator:
                 src_ids[k] = ids[: self.max_src_pieces]
         return todo, src_ids
 
-    def translate(self, lines: list[str], batch_size: int = 64, search: SearchSettings | None = None) -> list[str]:
+    def translate(self, lines: list[str], batch_size: int = DECODE_BATCH_SIZE,
+                  search: SearchSettings | None = None) -> list[str]:
         """Translate raw sentences; empty (or whitespace-only) lines give empty lines."""
         todo, src_ids = self.encode_lines(lines)
         out_ids = self.translate_ids(src_ids, batch_size, search=search) if src_ids else []
@@ -164,7 +167,7 @@ class Translator:
 
     @torch.no_grad()
     def translate_nbest(self, lines: list[str], search: SearchSettings,
-                        batch_size: int = 64) -> list[list[tuple[str, float, float]]]:
+                        batch_size: int = DECODE_BATCH_SIZE) -> list[list[tuple[str, float, float]]]:
         """The ``search.nbest`` best translations of each line, best first, as (text, log-probability,
         ranking score); an empty line gives an empty list."""
         todo, src_ids = self.encode_lines(lines)
@@ -191,7 +194,7 @@ class Translator:
         translation = self.tokenizer.decode_tgt([out_ids])[0]
         return AttendedTranslation(source, translation, src_tokens, tgt_tokens, attention, heads)
 
-    def translate_with_attention(self, lines: list[str], batch_size: int = 64, heads: bool = False,
+    def translate_with_attention(self, lines: list[str], batch_size: int = DECODE_BATCH_SIZE, heads: bool = False,
                                  search: SearchSettings | None = None) -> list[AttendedTranslation]:
         """Translate raw sentences and keep each one's tokens and attention matrix (and, with
         ``heads``, the per-head matrices of multi-head attention). Empty lines give empty results."""
