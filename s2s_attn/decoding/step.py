@@ -372,7 +372,7 @@ class AdditiveBahdanauStepper(SentenceStepper):
 def gru_update(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
     """One GRU cell update from its input gates gi = W_ih x + b_ih and hidden gates gh = W_hh h + b_hh (rows, 3H),
     as ``nn.GRU`` computes it (gate order r, z, n); gi may be overwritten. With the compiled kernels (float32 on the
-    CPU) in one pass (`gru_forward`)."""
+    CPU) in one pass (`gru_step`, with decoding's rational tanh and sigmoid: a few 1e-7 from ``nn.GRU``'s)."""
     compiled = kernels.applies(gi, gh, h)
     if compiled is not None:
         h_new = torch.empty_like(h)
