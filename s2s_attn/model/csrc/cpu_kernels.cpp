@@ -11,7 +11,7 @@
 // ATen's vector exp (SLEEF, 1 ulp; the logits' sum of exponentials uses ATen's 20-ulp exp_u20: 0.5 instead of
 // 0.6 ms per beam step); tanh is SLEEF's 3.5-ulp version, 3x faster than the 1-ulp one (the attention's energies
 // are 64 x 12 x 512 tanh per step). Decoding's kernels, which no gradient goes through, use a rational tanh
-// (tanh_fast, within 3e-7 of tanh) and sigmoid from it, twice as fast again: the beam's attention 0.43 -> 0.14 ms
+// (tanh<true>, within 3e-7 of tanh) and sigmoid from it, twice as fast again: the beam's attention 0.43 -> 0.14 ms
 // and GRU step 0.17 -> 0.11 ms for 320 rows. Training keeps SLEEF's: with the rational one the attention's
 // gradients came out 4-5x further from float64 than the Python loop's (tests/unit/test_kernels.py).
 //
@@ -34,58 +34,43 @@ namespace {
 using at::Tensor;
 using Vec = at::vec::Vectorized<float>;
 
-inline Vec tanh(const Vec& x) {
-#if defined(CPU_CAPABILITY_AVX512)
-  return Vec(Sleef_tanhf16_u35(x));
-#elif defined(CPU_CAPABILITY_AVX2)
-  return Vec(Sleef_tanhf8_u35(x));
-#else
-  return x.tanh();
-#endif
-}
-
-// tanh as a rational function, x P(x^2) / Q(x^2) on x clamped to +-7.905 (Eigen's fast float tanh; ~3 ulp below
-// 7.9, where it reaches 1 - 3e-7): 2x faster than SLEEF's 3.5-ulp tanh, which the attention's energies feel
-inline Vec tanh_fast(const Vec& a) {
-  const Vec x = at::vec::clamp(a, Vec(-7.90531110763549805f), Vec(7.90531110763549805f));
-  const Vec x2 = x * x;
-  Vec p = at::vec::fmadd(x2, Vec(-2.76076847742355e-16f), Vec(2.00018790482477e-13f));
-  p = at::vec::fmadd(x2, p, Vec(-8.60467152213735e-11f));
-  p = at::vec::fmadd(x2, p, Vec(5.12229709037114e-08f));
-  p = at::vec::fmadd(x2, p, Vec(1.48572235717979e-05f));
-  p = at::vec::fmadd(x2, p, Vec(6.37261928875436e-04f));
-  p = at::vec::fmadd(x2, p, Vec(4.89352455891786e-03f));
-  Vec q = at::vec::fmadd(x2, Vec(1.19825839466702e-06f), Vec(1.18534705686654e-04f));
-  q = at::vec::fmadd(x2, q, Vec(2.26843463243900e-03f));
-  q = at::vec::fmadd(x2, q, Vec(4.89352518554385e-03f));
-  return (x * p) / q;
-}
-
-inline Vec sigmoid(const Vec& x) {  // as ATen's sigmoid kernel: 1 / (1 + exp(-x))
-  return (Vec(1.0f) + x.neg().exp()).reciprocal();
-}
-
-inline Vec sigmoid_fast(const Vec& x) {  // 1 / (1 + exp(-x)) = (1 + tanh(x / 2)) / 2
-  const Vec half(0.5f);
-  return at::vec::fmadd(half, tanh_fast(x * half), half);
-}
-
-// The functions of training (kFast false: gradients flow through them) or of decoding (kFast true)
+// tanh and sigmoid for training (kFast false: gradients flow through them) or for decoding (kFast true).
+// Training: SLEEF's 3.5-ulp tanh and ATen's sigmoid, 1 / (1 + exp(-x)). Decoding: tanh as a rational function,
+// x P(x^2) / Q(x^2) on x clamped to +-7.905 (Eigen's fast float tanh; within 3e-7 of tanh, reaching 1 - 3e-7 at the
+// clamp), twice as fast as SLEEF's, and sigmoid(x) = (1 + tanh(x / 2)) / 2 from it.
 template <bool kFast>
-inline Vec tanh_for(const Vec& x) {
+inline Vec tanh(const Vec& a) {
   if constexpr (kFast) {
-    return tanh_fast(x);
+    const Vec x = at::vec::clamp(a, Vec(-7.90531110763549805f), Vec(7.90531110763549805f));
+    const Vec x2 = x * x;
+    Vec p = at::vec::fmadd(x2, Vec(-2.76076847742355e-16f), Vec(2.00018790482477e-13f));
+    p = at::vec::fmadd(x2, p, Vec(-8.60467152213735e-11f));
+    p = at::vec::fmadd(x2, p, Vec(5.12229709037114e-08f));
+    p = at::vec::fmadd(x2, p, Vec(1.48572235717979e-05f));
+    p = at::vec::fmadd(x2, p, Vec(6.37261928875436e-04f));
+    p = at::vec::fmadd(x2, p, Vec(4.89352455891786e-03f));
+    Vec q = at::vec::fmadd(x2, Vec(1.19825839466702e-06f), Vec(1.18534705686654e-04f));
+    q = at::vec::fmadd(x2, q, Vec(2.26843463243900e-03f));
+    q = at::vec::fmadd(x2, q, Vec(4.89352518554385e-03f));
+    return (x * p) / q;
   } else {
-    return tanh(x);
+#if defined(CPU_CAPABILITY_AVX512)
+    return Vec(Sleef_tanhf16_u35(a));
+#elif defined(CPU_CAPABILITY_AVX2)
+    return Vec(Sleef_tanhf8_u35(a));
+#else
+    return a.tanh();
+#endif
   }
 }
 
 template <bool kFast>
-inline Vec sigmoid_for(const Vec& x) {
+inline Vec sigmoid(const Vec& x) {
   if constexpr (kFast) {
-    return sigmoid_fast(x);
+    const Vec half(0.5f);
+    return at::vec::fmadd(half, tanh<true>(x * half), half);
   } else {
-    return sigmoid(x);
+    return (Vec(1.0f) + x.neg().exp()).reciprocal();
   }
 }
 
@@ -130,6 +115,7 @@ constexpr int64_t kRowsPerTask = 4;
 //   r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z), n = tanh(gi_n + r * gh_n), h' = n + z * (h - n)
 // writes h' (R, H) and, if given (the backward needs them), rz (R, 2H), n (R, H) and hidden_n (R, H) = gh_n.
 // Rows whose mask is false keep their state (h' = h); their rz and n are computed all the same.
+// kFast: decoding's tanh and sigmoid (see tanh).
 template <bool kFast>
 void gru_update(const Tensor& gi, const Tensor& gh, const Tensor& h, std::optional<Tensor> rz,
                 std::optional<Tensor> n, Tensor h_new, std::optional<Tensor> hidden_n,
@@ -153,10 +139,10 @@ void gru_update(const Tensor& gi, const Tensor& gh, const Tensor& h, std::option
       const bool stays = keep != nullptr && !keep[b];
       for (int64_t j = 0; j < size; j += Vec::size()) {
         const int64_t c = std::min<int64_t>(Vec::size(), size - j);
-        const Vec r = sigmoid_for<kFast>(load(gib + j, c) + load(ghb + j, c));
-        const Vec z = sigmoid_for<kFast>(load(gib + size + j, c) + load(ghb + size + j, c));
+        const Vec r = sigmoid<kFast>(load(gib + j, c) + load(ghb + j, c));
+        const Vec z = sigmoid<kFast>(load(gib + size + j, c) + load(ghb + size + j, c));
         const Vec gh_n = load(ghb + 2 * size + j, c);
-        const Vec cand = tanh_for<kFast>(load(gib + 2 * size + j, c) + r * gh_n);
+        const Vec cand = tanh<kFast>(load(gib + 2 * size + j, c) + r * gh_n);
         const Vec prev = load(hb + j, c);
         if (rz_p != nullptr) {
           store(r, rz_p + b * rz_s + j, c);
@@ -181,7 +167,7 @@ void gru_forward(const Tensor& gi, const Tensor& gh, const Tensor& h, std::optio
   gru_update<false>(gi, gh, h, std::move(rz), std::move(n), std::move(h_new), std::move(hidden_n), mask);
 }
 
-// Decoding's GRU step (no gradient): h_new (R, H) from gi, gh (R, 3H) and h (R, H), with tanh_fast.
+// Decoding's GRU step (no gradient): h_new (R, H) from gi, gh (R, 3H) and h (R, H), with tanh<true>, sigmoid<true>.
 void gru_step(const Tensor& gi, const Tensor& gh, const Tensor& h, Tensor h_new) {
   gru_update<true>(gi, gh, h, std::nullopt, std::nullopt, std::move(h_new), std::nullopt, std::nullopt);
 }
@@ -260,7 +246,7 @@ inline void attend_row(const float* q, const float* keys, int64_t key_stride, co
     Vec acc(0.0f);
     for (int64_t j = 0; j < size; j += Vec::size()) {
       const int64_t c = std::min<int64_t>(Vec::size(), size - j);
-      const Vec e = tanh_for<kFast>(load(q + j, c) + load(ks + j, c));
+      const Vec e = tanh<kFast>(load(q + j, c) + load(ks + j, c));
       if (energies != nullptr) {
         store(e, energies + s * size + j, c);
       }
