@@ -38,7 +38,7 @@ from torch import Tensor
 from ..data.tokenizer import BOS_ID, EOS_ID
 from ..model import kernels
 from .greedy import MAX_LEN_EXTRA, MAX_LEN_RATIO, chunk_size, output_limits
-from .step import cat_states, make_stepper, reorder_state
+from .step import StateRoom, make_stepper
 from .stream import Batch, Compaction, Group, decode_stream, pad_history
 
 LENGTH_PENALTIES = ("gnmt", "average", "none")
@@ -180,6 +180,7 @@ class BeamGroup(Group):
         values, final, keys_proj, mask = model.encode(src, src_len)
         self.stepper = make_stepper(model, keys_proj, values, mask, project_values=True)
         self.state = self.stepper.prime_state(model.decoder.init_state(final))
+        self.state_room = StateRoom()  # where the state's live rows are gathered (`advance`) and merged (`merge`)
         self.width = 1
         self.scores = torch.zeros((batch, 1), device=device)  # (n, width) log-probabilities of the live rows
         self.prev = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
@@ -283,7 +284,7 @@ class BeamGroup(Group):
         # only for these), in one gather per tensor
         compaction = Compaction([b for b in range(n) if not done[b]], n)
         carried = compaction.select(next_rows).reshape(-1)  # (kept * k,)
-        self.state = reorder_state(state, carried)
+        self.state = self.state_room.carry(state, carried)
         self.prev = compaction.select(next_tokens).reshape(-1)
         self.scores = compaction.select(alive_scores)
         longest = max((steps + 1 for b, steps in enumerate(self.steps) if not done[b]), default=0)
@@ -314,6 +315,8 @@ class BeamGroup(Group):
         width = self.width
         longest = max((self.steps[b] for b in compaction.order), default=0)  # older columns belong to no one
         self.state = compaction.apply_state(self.state, width)
+        if compaction.split:  # the rows after (or before) this group's now belong to another group
+            self.state_room = StateRoom()
         self.prev = compaction.apply(self.prev, width)
         self.stepper.keep(compaction)
         self.tokens = compaction.apply(self.tokens, width)[:, self.tokens.size(1) - longest :]
@@ -328,7 +331,7 @@ class BeamGroup(Group):
         if other.width != self.width:
             raise ValueError(f"cannot merge beam groups of widths {self.width} and {other.width}")
         self.stepper.merge(other.stepper, self.width)
-        self.state = cat_states(self.state, other.state)
+        self.state = self.state_room.join(self.state, other.state)
         self.prev = torch.cat([self.prev, other.prev])
         self.scores = torch.cat([self.scores, other.scores])
         columns = max(self.tokens.size(1), other.tokens.size(1))

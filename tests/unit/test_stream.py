@@ -8,7 +8,15 @@ from s2s_attn.data.batching import inference_batches, make_batch
 from s2s_attn.data.tokenizer import EOS_ID
 from s2s_attn.decoding.beam import SearchSettings, beam_search, beam_search_stream
 from s2s_attn.decoding.greedy import greedy_decode, greedy_stream
-from s2s_attn.decoding.step import BahdanauTables, bahdanau_tables, hold_tables, shared_tables
+from s2s_attn.decoding.step import (
+    BahdanauTables,
+    StateRoom,
+    bahdanau_tables,
+    cat_states,
+    hold_tables,
+    reorder_state,
+    shared_tables,
+)
 from s2s_attn.decoding.stream import Compaction, decode_stream, refill_threshold
 
 # lengths from 2 to 9 pieces, so the pool's sentences have different source lengths and output limits
@@ -47,10 +55,11 @@ def test_a_greedy_stream_gives_each_sentence_what_it_gets_alone(model, sources):
         assert torch.allclose(streamed[i][1], attention[0], atol=1e-6)
 
 
+@pytest.mark.parametrize("batch_size,capacity", [(4, 4), (5, 3)])  # batches larger than the pool: they are split
 @pytest.mark.parametrize("sources", [SOURCES, GROWING], ids=["mixed", "growing"])
-def test_a_beam_stream_gives_each_sentence_what_it_gets_alone(model, sources):
+def test_a_beam_stream_gives_each_sentence_what_it_gets_alone(model, sources, batch_size, capacity):
     search = SearchSettings(beam_size=3, nbest=2)
-    streamed = dict(beam_search_stream(model, batches(sources, 4), 4, search, return_attention=True))
+    streamed = dict(beam_search_stream(model, batches(sources, batch_size), capacity, search, return_attention=True))
     assert sorted(streamed) == list(range(len(sources)))
     for i, source in enumerate(sources):
         expected = beam_search(model, *alone(source), beam_size=3, nbest=2, return_attention=True)[0]
@@ -66,6 +75,32 @@ def test_a_beam_stream_of_beam_size_one_gives_greedy_decoding(model):
     assert sorted(streamed) == list(range(len(SOURCES)))
     for i, source in enumerate(SOURCES):
         assert streamed[i][0].tokens == greedy_decode(model, *alone(source))[0][0]
+
+
+def test_the_state_room_gathers_like_reorder_state_and_appends_like_cat_states():
+    """A beam pool's state lives in buffers with room: the live rows are gathered into them, and a merge appends the
+    newcomers' rows after them in place; a state that is not the buffers' first rows is concatenated as before."""
+    torch.manual_seed(0)
+    hidden, extra = torch.randn(1, 6, 4), torch.randn(6, 7)[:, 2:]  # extra: a row-strided view, as the fused step's
+    rows = torch.tensor([5, 0, 2])
+    room = StateRoom()
+    carried = room.carry((hidden, extra), rows)
+    for got, want in zip(carried, reorder_state((hidden, extra), rows)):
+        assert torch.equal(got, want)
+    before = tuple(t.clone() for t in carried)
+    newcomers = (torch.randn(1, 2, 4), torch.randn(2, 5))
+    joined = room.join(carried, newcomers)
+    for got, want in zip(joined, cat_states(before, newcomers)):
+        assert torch.equal(got, want)
+    assert joined[0].data_ptr() == carried[0].data_ptr() and joined[1].data_ptr() == carried[1].data_ptr()  # appended
+
+    later = (joined[0][:, 1:], joined[1][1:])  # e.g. a run of sentences kept by a compaction: not the first rows
+    for got, want in zip(room.join(later, newcomers), cat_states(later, newcomers)):
+        assert torch.equal(got, want)
+    full = room.carry((torch.randn(1, 6, 4), torch.randn(6, 5)), torch.arange(6))  # the room holds 6 rows
+    assert room.join(full, newcomers)[0].data_ptr() != full[0].data_ptr()  # no room left: concatenated
+    layers = torch.randn(2, 6, 4)  # several layers: reordered as they are
+    assert torch.equal(StateRoom().carry((layers, None), rows)[0], layers[:, rows])
 
 
 def test_a_compaction_moves_the_kept_sentences_beyond_the_new_size_into_the_holes():
