@@ -110,9 +110,9 @@ class StateRoom:
     """A beam group's decoder state between steps, kept in buffers with room for as many rows again: `carry` gathers
     the live rows into them (what `reorder_state` computes), and `join` appends another group's rows after those, so
     that a merge copies the newcomers' rows instead of concatenating the whole pool's (3.6 MB at 320 rows of the
-    benchmark model's state), and no step allocates (and page-faults) a new state. A group split by `Group.take`
-    gives each part a new room (the old buffers then hold the rows of both). A state that lay in the buffers could
-    not be gathered into them: ``index_select`` refuses overlapping memory with an error, never a silent mix-up."""
+    benchmark model's state). A group split by `Group.take` gives each part a new room (the old buffers then hold
+    the rows of both). A state that lay in the buffers could not be gathered into them: ``index_select`` refuses
+    overlapping memory with an error, never a silent mix-up."""
 
     def __init__(self) -> None:
         self.hidden: Tensor | None = None  # (1, room, H)
@@ -124,7 +124,7 @@ class StateRoom:
         count = rows.numel()
         if hidden.size(0) != 1:  # (layers, rows, H): one layer's rows would not be contiguous in a buffer
             return reorder_state(state, rows)
-        if self.hidden is None or self.hidden.size(1) < count:  # (a group's state keeps its shapes but its rows)
+        if self.hidden is None or self.hidden.size(1) < count:  # a group's state changes only in its number of rows
             self.hidden = hidden.new_empty((1, 2 * count, hidden.size(2)))
             self.extra = None if extra is None else extra.new_empty((2 * count, *extra.shape[1:]))
         new_hidden = torch.index_select(hidden, 1, rows, out=self.hidden[:, :count])
@@ -135,21 +135,16 @@ class StateRoom:
         """``cat_states(state, other)``: in the buffers when ``state`` is their first rows and they have room."""
         hidden, extra = state
         n, m = hidden.size(1), other[0].size(1)
-        if not (self._fits(hidden, extra, n + m) and hidden.data_ptr() == self.hidden.data_ptr()
-                and (extra is None or extra.data_ptr() == self.extra.data_ptr())):
+        # the state is the buffers' first rows (as `carry` left them) and they have room for the other's rows
+        in_room = (self.hidden is not None and self.hidden.size(1) >= n + m
+                   and hidden.data_ptr() == self.hidden.data_ptr()
+                   and (extra is None or extra.data_ptr() == self.extra.data_ptr()))
+        if not in_room:
             return cat_states(state, other)
         self.hidden[:, n : n + m].copy_(other[0])
         if extra is not None:
             self.extra[n : n + m].copy_(other[1])
         return self.hidden[:, : n + m], None if extra is None else self.extra[: n + m]
-
-    def _fits(self, hidden: Tensor, extra: Tensor | None, rows: int) -> bool:
-        """Whether the buffers exist, match the state's shapes and dtypes and hold ``rows`` rows."""
-        if self.hidden is None or (extra is None) != (self.extra is None) or self.hidden.size(1) < rows:
-            return False
-        if self.hidden.dtype != hidden.dtype or self.hidden.size(2) != hidden.size(2):
-            return False
-        return extra is None or (self.extra.dtype == extra.dtype and self.extra.shape[1:] == extra.shape[1:])
 
 
 class GenericStepper:
