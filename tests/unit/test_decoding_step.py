@@ -80,6 +80,17 @@ def test_block_log_probs_gives_log_softmax_and_its_block_maxima(kernel_path, voc
     assert torch.equal(block_best, log_probs.view(9, vocab // size, size).amax(-1))
 
 
+def test_block_log_probs_takes_minus_infinity_logits(kernel_path):
+    """A logit of -inf (a token ruled out) has probability 0: the log-sum-exp stays finite and exact."""
+    logits = torch.randn(3, 256)
+    logits[0, 5:40] = float("-inf")
+    logits[1] = float("-inf")
+    logits[1, 7] = 0.0
+    values, _, lse = block_log_probs(logits.clone(), 64)
+    log_probs = values if lse is None else values - lse.unsqueeze(1)
+    torch.testing.assert_close(log_probs.double(), torch.log_softmax(logits.double(), dim=-1), rtol=1e-6, atol=1e-6)
+
+
 def test_log_softmax_in_place_equals_the_plain_one():
     logits = torch.randn(40, 8000) * 3
     expected = torch.log_softmax(logits, dim=-1)

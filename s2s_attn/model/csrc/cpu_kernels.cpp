@@ -429,10 +429,11 @@ void beam_mix(const Tensor& weights, const Tensor& values, int64_t width, const 
 }
 
 // exp(x) for x <= 0 (the logits minus their maximum): x log2(e) = n + f, |f| <= 1/2, 2^f by a degree-6 polynomial,
-// scaled by 2^n with AVX-512's scalef (which flushes x < -126 ln 2 towards 0 as exp does); elsewhere ATen's exp_u20
+// scaled by 2^n with AVX-512's scalef (which goes through the subnormals to 0 as exp does; x log2(e) is clamped at
+// -160 first, so that -inf gives 0, not NaN); elsewhere ATen's exp_u20
 inline Vec exp_nonpositive(const Vec& x) {
 #if defined(CPU_CAPABILITY_AVX512)
-  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 t = _mm512_max_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _mm512_set1_ps(-160.0f));
   const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 f = _mm512_sub_ps(t, n);
   __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
