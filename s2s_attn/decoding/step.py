@@ -62,7 +62,10 @@ def expand_rows(x, rows: Tensor):
     return x.index_select(0, rows)
 
 
-def reorder_state(state: tuple[Tensor, Tensor | None], rows: Tensor) -> tuple[Tensor, Tensor | None]:
+DecoderState = tuple[Tensor, Tensor | None]  # (hidden (layers, rows, H), extra (rows, ...) or None)
+
+
+def reorder_state(state: DecoderState, rows: Tensor) -> DecoderState:
     """Decoder state (hidden (layers, batch, H), extra (batch, ...) or None) -> the given batch rows."""
     hidden, extra = state
     return hidden.index_select(1, rows), (None if extra is None else extra.index_select(0, rows))
@@ -97,13 +100,10 @@ def cat_sentences(a, b, length: int):
     return torch.cat([pad_source(a, length), pad_source(b, length)])
 
 
-def cat_states(a: tuple[Tensor, Tensor | None], b: tuple[Tensor, Tensor | None]) -> tuple[Tensor, Tensor | None]:
+def cat_states(a: DecoderState, b: DecoderState) -> DecoderState:
     """Decoder states of two sets of rows, one after the other (``extra`` None in both or in neither)."""
     extra = None if a[1] is None else torch.cat([a[1], b[1]])
     return torch.cat([a[0], b[0]], dim=1), extra
-
-
-DecoderState = tuple[Tensor, Tensor | None]  # (hidden (layers, rows, H), extra (rows, ...) or None)
 
 
 class StateRoom:

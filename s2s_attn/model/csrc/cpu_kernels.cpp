@@ -380,8 +380,8 @@ void mix_rows(const MixRows& rows, const float* values, int64_t value_stride, in
 // Decoding's mixture of projected values (beam search): out (R, D) = table[prev[r]] + sum_s weights[r, s] x
 // values[r / width, s, :], R = N x width, the beams of a sentence sharing one copy of its values (N, S, D) (a view
 // of a larger buffer is fine: unit stride in the last dimension). table (V, D): the step's part that depends
-// only on the previous token (the embedding's products). One pass per row instead of a batched product and the
-// lookups and sums after it.
+// only on the previous token (the embedding's products). One pass over a sentence's values for up to kMixRows of
+// its rows (mix_rows) instead of a batched product and the lookups and sums after it.
 void beam_mix(const Tensor& weights, const Tensor& values, int64_t width, const Tensor& table, const Tensor& prev,
               Tensor out) {
   TORCH_CHECK(values.dim() == 3 && values.stride(2) == 1 && values.device().is_cpu() &&
