@@ -317,8 +317,8 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.checkpoint:
-        print(json.dumps(measure_checkpoint(args.checkpoint, args.decode, args.unbatched, args.threads,
-                                                    args.batch_size)), flush=True)
+        result = measure_checkpoint(args.checkpoint, args.decode, args.unbatched, args.threads, args.batch_size)
+        print(json.dumps(result), flush=True)
         return 0
 
     if args.one:  # child process: measure one configuration
