@@ -16,7 +16,8 @@ Keys: config, overrides, train_tok_s, train_sent_s, steps, peak_rss_mib, greedy_
 threads, params, and the arithmetic: mflop_per_tok (FLOPs of a training step per target token, counted
 by ``torch.utils.flop_counter`` on real batches), gflops (achieved: that x train_tok_s), gemm_gflops
 (an fp32 matmul of the whole-batch output-layer shape, 704 x 512 x 8000, measured in the same process on
-the same threads), gemm_gflops_step (the per-step GRU shape, 64 x 512 x 1536) and gemm_share
+the same threads: the faster of torch.matmul and the library the training loops multiply with,
+gemm_backend), gemm_gflops_step (the per-step GRU shape, 64 x 512 x 1536) and gemm_share
 (gflops / gemm_gflops: the share of the machine's matrix-multiply ceiling the training step reaches).
 
 ``--peer RUN`` (onmt_mlp, onmt_general, joey_bahdanau, joey_luong) first installs and trains that peer
@@ -62,20 +63,22 @@ DEFAULT_CONFIGS = [
 GEMM_SHAPES = {"step": (64, 512, 1536), "batch": (704, 512, 8000)}
 
 
-def gemm_gflops(shape: tuple[int, int, int], seconds: float = 1.0) -> float:
-    """Median GFLOP/s of an fp32 ``torch.matmul`` (M, K) x (K, N) over ``seconds`` of repeats, on the
-    threads this process uses: the ceiling the model's own GFLOP/s is compared with."""
+def gemm_gflops(shape: tuple[int, int, int], product=None, seconds: float = 1.0) -> float:
+    """Median GFLOP/s of an fp32 product (M, K) x (K, N) (``product``: ``torch.matmul`` by default) over
+    ``seconds`` of repeats, on the threads this process uses: the ceiling the model's own GFLOP/s is compared
+    with."""
     import torch
 
+    product = product or torch.matmul
     m, k, n = shape
     a, b = torch.randn(m, k), torch.randn(k, n)
     for _ in range(5):
-        torch.matmul(a, b)
+        product(a, b)
     reps = 1
     while True:  # calibrate: one timing sample lasts >= 0.05 s
         start = time.perf_counter()
         for _ in range(reps):
-            torch.matmul(a, b)
+            product(a, b)
         if time.perf_counter() - start > 0.05:
             break
         reps *= 2
@@ -83,26 +86,34 @@ def gemm_gflops(shape: tuple[int, int, int], seconds: float = 1.0) -> float:
     while time.perf_counter() < end or len(samples) < 5:
         start = time.perf_counter()
         for _ in range(reps):
-            torch.matmul(a, b)
+            product(a, b)
         samples.append((time.perf_counter() - start) / reps)
     samples.sort()
     return 2.0 * m * k * n / samples[len(samples) // 2] / 1e9
 
 
 def _count_packed_products() -> None:
-    """Teach ``FlopCounterMode`` MKL's packed product (``mkl::_mkl_linear``, the decoder loops' forward products
-    in float32 on the CPU): x (..., K) times the (N, K) weight, 2 x rows x K x N. Without it those FLOPs went
-    uncounted (26.1 MFLOP per target token instead of 29.6)."""
+    """Teach ``FlopCounterMode`` the two products it does not know: MKL's packed product (``mkl::_mkl_linear``,
+    the decoder loops' forward products in float32 on the CPU where MKL multiplies) and oneDNN's
+    (``mkldnn::_linear_pointwise``, the training loops' products where oneDNN multiplies: `s2s_attn.model.gemm`):
+    x (..., K) times the (N, K) weight, 2 x rows x K x N each. Without them those FLOPs went uncounted (26.1 MFLOP
+    per target token instead of 29.6 with the packed products)."""
     import torch
     from torch.utils.flop_counter import flop_registry, register_flop_formula
 
     packed = getattr(torch.ops.mkl, "_mkl_linear", None)
-    if packed is None or packed in flop_registry:
-        return
+    if packed is not None and packed not in flop_registry:
+        @register_flop_formula(packed)
+        def _packed_flops(x_shape, packed_shape, weight_shape, *args, **kwargs) -> int:
+            return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * weight_shape[0]
 
-    @register_flop_formula(packed)
-    def _packed_flops(x_shape, packed_shape, weight_shape, *args, **kwargs) -> int:
-        return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * weight_shape[0]
+    onednn = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if onednn is not None and onednn not in flop_registry:
+        @register_flop_formula(onednn)
+        def _onednn_flops(x_shape, *args, **kwargs) -> int:
+            # (x, weight, bias, attr, ...) or, the ``binary`` overload, (x, other, weight, bias, attr)
+            weight_shape = args[0] if isinstance(args[2], str) else args[1]
+            return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * weight_shape[0]
 
 
 def count_flops_per_token(run_step, batches, device, count: int = 5) -> float:
@@ -178,11 +189,23 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
     from s2s_attn.data.batching import BatchIterator
     from s2s_attn.decoding.beam import SearchSettings
     from s2s_attn.decoding.translator import Translator, resolve_device
+    from s2s_attn.model import gemm
     from s2s_attn.model.seq2seq import Seq2Seq
-    from s2s_attn.training.trainer import StepRunner, load_corpus, make_optimizer, model_config_from, set_seed
+    from s2s_attn.runtime import keep_freed_memory
+    from s2s_attn.training.trainer import (
+        StepRunner,
+        check_trainer_config,
+        load_corpus,
+        make_optimizer,
+        model_config_from,
+        set_seed,
+    )
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
+    check_trainer_config(cfg.trainer)  # as s2s-train: the compiled kernels, the matrix-product library
+    if cfg.trainer.get("keep_freed_memory", True):
+        keep_freed_memory()
     torch.set_num_threads(threads)
     set_seed(int(cfg.trainer.seed))
     device = resolve_device(str(cfg.trainer.device))
@@ -214,7 +237,10 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
     decode_seconds, _ = timed(translator.translate_ids, src_ids, batch_size=64)
     beam_seconds, _ = timed(translator.translate_ids, src_ids, batch_size=64, search=SearchSettings(beam_size=5))
     train_tok_s = tokens / train_seconds
-    gemm = {key: gemm_gflops(shape) for key, shape in GEMM_SHAPES.items()} if device.type == "cpu" else {}
+    ceiling = {}  # the faster of torch.matmul (the BLAS) and the library the training loops use
+    if device.type == "cpu":
+        products = [torch.matmul] + ([gemm.matmul] if gemm.backend() != "blas" else [])
+        ceiling = {key: max(gemm_gflops(shape, product) for product in products) for key, shape in GEMM_SHAPES.items()}
     achieved = flops_per_token * train_tok_s / 1e9
     return {
         "config": name,
@@ -222,9 +248,10 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
         "train_tok_s": round(train_tok_s, 1),
         "mflop_per_tok": round(flops_per_token / 1e6, 2),
         "gflops": round(achieved, 1),
-        "gemm_gflops": round(gemm["batch"], 1) if gemm else None,
-        "gemm_gflops_step": round(gemm["step"], 1) if gemm else None,
-        "gemm_share": round(achieved / gemm["batch"], 3) if gemm else None,
+        "gemm_gflops": round(ceiling["batch"], 1) if ceiling else None,
+        "gemm_gflops_step": round(ceiling["step"], 1) if ceiling else None,
+        "gemm_share": round(achieved / ceiling["batch"], 3) if ceiling else None,
+        "gemm_backend": gemm.backend() if device.type == "cpu" else None,
         "train_sent_s": round(sentences / train_seconds, 1),
         "steps": steps,
         "greedy_sent_s": round(len(src_ids) / decode_seconds, 1),

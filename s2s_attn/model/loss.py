@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import kernels
+from . import gemm, kernels
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -109,16 +109,16 @@ def _float32_forward(features, weight, bias, targets, label_smoothing, chunk_row
     for start in range(0, features.size(0), chunk_rows):
         x, block_targets = features[start : start + chunk_rows], targets[start : start + chunk_rows]  # (c, d), (c,)
         if compiled is not None:  # the kernel adds the bias (addmm would first copy it into every row)
-            block_loss, grad = _compiled_block_loss(compiled, torch.mm(x, w.t()), bias, block_targets, label_smoothing,
+            block_loss, grad = _compiled_block_loss(compiled, gemm.linear(x, w), bias, block_targets, label_smoothing,
                                                     any(want_grad))
         else:
-            logits = torch.mm(x, w.t()) if bias is None else torch.addmm(bias.float(), x, w.t())  # (c, vocab)
+            logits = gemm.linear(x, w, None if bias is None else bias.float())  # (c, vocab)
             block_loss, grad = _block_loss(logits, block_targets[:, None], label_smoothing, any(want_grad))
         loss += block_loss
         if grad is None:
             continue
         if grad_x is not None:
-            torch.mm(grad, w, out=grad_x[start : start + chunk_rows])  # (c, d)
+            gemm.matmul(grad, w, out=grad_x[start : start + chunk_rows])  # (c, d)
         if want_grad[1] and grad_w is None:
             grad_w = torch.mm(grad.t(), x)  # (vocab, d)
         elif want_grad[1]:  # in place, written as out= so that torch's FLOP counter sees it

@@ -35,30 +35,33 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import kernels
+from . import gemm, kernels
 from .attention import BahdanauAttention, masked_softmax
 
 
 def _product(bias: Tensor, x: Tensor, weight_t: Tensor, low: torch.dtype | None) -> Tensor:
-    """bias + x @ weight_t: one addmm; with ``low`` (weight_t already in it) x is cast to it, and the product
-    comes back in it and is added to the float32 bias (a bf16 tensor plus a float32 one is float32)."""
+    """bias + x @ weight_t: one product (`gemm.linear`: MKL or oneDNN); with ``low`` (weight_t already in it) x is
+    cast to it, and the product comes back in it and is added to the float32 bias (a bf16 tensor plus a float32
+    one is float32)."""
     if low is None:
-        return torch.addmm(bias, x, weight_t)
+        return gemm.linear(x, weight_t.t(), bias)
     return torch.add(bias, torch.mm(_operand(x, low), weight_t))
 
 
 class _PackedProduct:
-    """bias + x @ weight.T for a loop that multiplies by the same weight at every step. In float32 on a CPU with
-    MKL the weight is packed once (MKL's packed GEMM): the decoder's per-step products, (64, 512) x (512, 2,048)
-    and (64, 512) x (512, 1,536), then take 0.55 and 0.42 ms instead of 0.69 and 0.54 (measured in the loop), for
-    ~0.9 ms of packing per sequence. Elsewhere (bf16 products, other devices) it is `_product`. Only the forward
+    """bias + x @ weight.T for a loop that multiplies by the same weight at every step. In float32 on a CPU where
+    MKL multiplies (`gemm.backend`), the weight is packed once (MKL's packed GEMM): the decoder's per-step
+    products, (64, 512) x (512, 2,048) and (64, 512) x (512, 1,536), then take 0.55 and 0.42 ms instead of 0.69
+    and 0.54 (measured in the loop), for ~0.9 ms of packing per sequence. Elsewhere (oneDNN, bf16 products,
+    other devices) it is `_product`. Only the forward
     loop uses it: in the backward the products need the transposed weights, and copying them costs more (4.5 ms)
     than packing saves."""
 
     def __init__(self, weight: Tensor, rows: int, low: torch.dtype | None):
-        self.weight, self.rows, self.low = weight, rows, low
+        self.weight, self.rows, self.low = (gemm.loop_weight(weight) if low is None else weight), rows, low
         self.packed = None
-        if low is None and weight.device.type == "cpu" and weight.dtype == torch.float32 and _MKL_PACKED:
+        if (low is None and weight.device.type == "cpu" and weight.dtype == torch.float32 and _MKL_PACKED
+                and gemm.backend() == "blas"):  # oneDNN's product is faster still where it is chosen
             self.packed = torch.ops.mkl._mkl_reorder_linear_weight(weight.contiguous(), rows)
 
     def __call__(self, x: Tensor, bias: Tensor) -> Tensor:
@@ -180,6 +183,8 @@ class AdditiveRecurrence(torch.autograd.Function):
         steps, batch, size = candidates.shape
         emb_size = emb.size(2)
         ctx_weight = ih_weight[:, emb_size:]  # (G, C)
+        if low is None:
+            ctx_weight = gemm.loop_weight(ctx_weight)  # multiplied by at every step
         gates = 3 * size
         d_hq = states.new_empty((steps, batch, hq_weight.size(0)))  # (T, B, G + A): d(W_hh s + b_hh; W_q s + b_q)
         d_gi = states.new_empty((steps, batch, gates))  # (T, B, G): d(input gates), the embeddings' gradient too
@@ -211,7 +216,7 @@ class AdditiveRecurrence(torch.autograd.Function):
                 carry = dh * z
             # the context c_t = sum_j a_tj v_j entered the input gates
             if low is None:
-                d_context = torch.mm(d_gi[t], ctx_weight, out=d_context_all[t])  # (B, C)
+                d_context = gemm.matmul(d_gi[t], ctx_weight, out=d_context_all[t])  # (B, C)
             else:
                 d_context = d_context_all[t].copy_(torch.mm(d_gi[t].to(low), ctx_weight))
             if d_contexts is not None:
@@ -330,11 +335,16 @@ class GRULayer(torch.autograd.Function):
         rows = directions * batch  # the kernels see all directions' rows as one (D B, ...) matrix
         # one direction (the Luong decoder): a plain product, with the weight packed once in float32
         packed = _PackedProduct(hh_weight[0], batch, low) if directions == 1 else None
+        per_direction = low is None and gemm.backend() == "onednn" and kernels.applies(input_gates) is not None
         for t in range(steps):
             h, gi = states[t], input_gates[t]
             if packed is not None:
                 gh = hidden_gates[t]
                 gh[0] = packed(h[0], hh_bias[0])  # (1, B, G)
+            elif per_direction:  # oneDNN: one product per direction
+                gh = hidden_gates[t]
+                for d in range(directions):
+                    gemm.linear(h[d], hh_weight[d], hh_bias[d], out=gh[d])  # (B, G)
             elif low is None:
                 gh = torch.baddbmm(bias, h, weight_t, out=hidden_gates[t])  # (D, B, G)
             else:
@@ -375,6 +385,7 @@ class GRULayer(torch.autograd.Function):
         d_gh = previous.new_empty((steps, directions, batch, gates))
         dh = d_final.clone() if d_final is not None else previous.new_zeros((directions, batch, size))
         cells, rows = ctx.cells, directions * batch
+        per_direction = low is None and gemm.backend() == "onednn" and cells is not None
         if cells is not None:
             d_outputs = None if d_outputs is None else d_outputs.contiguous()
             carry = torch.empty_like(dh)
@@ -398,7 +409,9 @@ class GRULayer(torch.autograd.Function):
                 d_gh[t, ..., : 2 * size] = d_gi[t, ..., : 2 * size]
                 torch.mul(d_n, r, out=d_gh[t, ..., 2 * size :])
                 carry = d_new * z if step_mask is None else dh.addcmul_(d_new, z)
-            if low is None:
+            if per_direction:  # oneDNN: one product per direction
+                dh = torch.stack([gemm.matmul(d_gh[t, d], hh_weight[d]).add_(carry[d]) for d in range(directions)])
+            elif low is None:
                 dh = torch.baddbmm(carry, d_gh[t], hh_weight)  # (D, B, H)
             else:
                 dh = carry + torch.bmm(d_gh[t].to(low), hh_weight)
@@ -431,7 +444,7 @@ def bidirectional_gru(rnn: torch.nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Te
     size = rnn.hidden_size
     weight_ih = torch.cat([rnn.weight_ih_l0, rnn.weight_ih_l0_reverse])  # (2G, E)
     bias_ih = torch.cat([rnn.bias_ih_l0, rnn.bias_ih_l0_reverse])
-    gi = torch.nn.functional.linear(x, weight_ih, bias_ih).transpose(0, 1)  # (S, B, 2G): one product
+    gi = gemm.layer(x, weight_ih, bias_ih).transpose(0, 1)  # (S, B, 2G): one product
     gates = 3 * size
     input_gates = torch.stack([gi[..., :gates], gi[..., gates:].flip(0)], dim=1)  # (S, 2, B, G)
     positions = torch.arange(steps, device=x.device)
@@ -447,7 +460,7 @@ def bidirectional_gru(rnn: torch.nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Te
 def unidirectional_gru(rnn: torch.nn.GRU, x: Tensor, h0: Tensor) -> Tensor:
     """``rnn`` (one layer, one direction, batch first) over every position of x (B, T, E) from h0 (1, B, H), as
     ``rnn(x, h0)[0]`` computes it: -> outputs (B, T, H)."""
-    gi = torch.nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0).transpose(0, 1)  # (T, B, G): one product
+    gi = gemm.layer(x, rnn.weight_ih_l0, rnn.bias_ih_l0).transpose(0, 1)  # (T, B, G): one product
     states, _ = GRULayer.apply(gi.unsqueeze(1), rnn.weight_hh_l0.unsqueeze(0), rnn.bias_hh_l0.unsqueeze(0), None,
                                h0, _low_precision(x.device.type))
     return states[:, 0].transpose(0, 1)  # (B, T, H)

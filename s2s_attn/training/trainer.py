@@ -32,8 +32,9 @@ from ..data.tokenizer import PAD_ID, Tokenizer
 from ..decoding.translator import Translator, resolve_device
 from ..evaluation.alignment import AlignmentMonitor
 from ..evaluation.metrics import Scores, score
-from ..model import kernels
+from ..model import gemm, kernels
 from ..model.seq2seq import ModelConfig, Seq2Seq
+from ..runtime import keep_freed_memory
 from ..viz.stats import attention_statistics
 from . import distributed
 from .checkpoint import (
@@ -396,6 +397,7 @@ def check_trainer_config(tcfg: DictConfig) -> None:
     _positive(tcfg, "clip_grad", allow_null=True, allow_zero=True, kind=float)
     _positive(tcfg, "lr", kind=float)
     kernels.configure(tcfg.get("kernels", "auto"))  # an unknown value lists the valid ones; true builds them now
+    gemm.configure(tcfg.get("gemm", "auto"))
 
 
 def resume_point(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
@@ -527,9 +529,12 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.devic
     if tcfg.get("threads"):
         torch.set_num_threads(int(tcfg.threads))
     log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
+    if tcfg.get("keep_freed_memory", True):
+        keep_freed_memory()
     if device.type == "cpu":  # built here, once per machine, rather than in the first training step
-        log.info("element-wise work of the training loops: %s",
-                 "compiled CPU kernels" if kernels.ops() is not None else "Python loops")
+        log.info("element-wise work of the training loops: %s; their float32 matrix products: %s",
+                 "compiled CPU kernels" if kernels.ops() is not None else "Python loops",
+                 {"onednn": "oneDNN", "blas": "PyTorch's BLAS"}[gemm.backend()])
 
     # ---- data -----------------------------------------------------------------------------------
     saved_tokenizer = None

@@ -26,3 +26,16 @@ def test_packed_products_are_counted_as_two_flops_per_multiply_add():
     with FlopCounterMode(display=False) as counter:
         torch.ops.mkl._mkl_linear(torch.randn(rows, inner), packed, weight, None, rows)
     assert counter.get_total_flops() == 2 * rows * inner * outer
+
+
+@pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_linear_pointwise"), reason="this PyTorch build has no oneDNN")
+def test_onednn_products_are_counted_as_two_flops_per_multiply_add():
+    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    benchmark._count_packed_products()
+    benchmark._count_packed_products()
+    rows, inner, outer = 6, 5, 7
+    with FlopCounterMode(display=False) as counter:
+        torch.ops.mkldnn._linear_pointwise(torch.randn(rows, inner), torch.randn(outer, inner), None, "none", [], "")
+    assert counter.get_total_flops() == 2 * rows * inner * outer

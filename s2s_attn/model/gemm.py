@@ -1,0 +1,160 @@
+"""Which library multiplies the float32 matrices of the training loops on the CPU: PyTorch's BLAS (MKL) or oneDNN.
+
+The hot products of a training step (`s2s_attn.model.recurrence`'s per-step GRU and attention-query products,
+`s2s_attn.model.loss`'s vocabulary projection and its gradients) go through `linear` and `matmul` here. PyTorch
+multiplies float32 matrices on the CPU with its BLAS (MKL in the official wheels); it also ships oneDNN, which
+it uses for bf16 and convolutions. Measured on the 2-core AMD EPYC (Zen 4) benchmark machine, 2 threads, the
+best of 15 interleaved runs each (GFLOP/s, MKL -> oneDNN):
+
+==============================================  =========  ==========
+product                                          MKL        oneDNN
+==============================================  =========  ==========
+loss, logits (128, 256) x (256, 5,824)             121        170
+loss, gradient of x (128, 5,824) x (5,824, 256)    159        193
+decoder GRU, forward (64, 512) x (512, 1,536)      145        180
+decoder GRU, backward (64, 1,536) x (1,536, 512)   162        192
+encoder GRU, forward (64, 256) x (256, 768)        157        157
+encoder GRU, backward (64, 768) x (768, 256)       148        170
+square (2,048)^3                                   137        206
+==============================================  =========  ==========
+
+A training step of the benchmark model (the peers' split, the same 25 batches 3-4 times, oneDNN and the BLAS
+in turn in one process, the sum of each batch's fastest step): Luong general without input feeding 3,967 ->
+4,276 target tokens/s (+8%), Bahdanau 3,143 -> 3,598 (+14%), in a slow phase of the machine.
+
+``trainer.gemm`` (`configure`): ``auto`` uses oneDNN on AMD CPUs (above) and the BLAS elsewhere (on the Intel
+machine of the earlier measurements MKL was the baseline every figure in the README was taken with);
+``onednn`` or ``blas`` force one. Both compute the same products; their sums are ordered differently, so
+results differ in the last bits, and a run is reproducible with the same setting on the same machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+CHOICES = ("auto", "blas", "onednn")
+
+_choice = os.environ.get("S2S_GEMM", "auto")
+
+
+def configure(choice: str) -> None:
+    """Set ``trainer.gemm``: auto, blas or onednn (oneDNN must then be in this PyTorch build)."""
+    global _choice
+    choice = str(choice).lower()
+    if choice not in CHOICES:
+        raise ValueError(f"trainer.gemm must be one of {', '.join(CHOICES)}, got {choice!r}")
+    if choice == "onednn" and not onednn_available():
+        raise ValueError("trainer.gemm=onednn, but this PyTorch build has no oneDNN (torch.backends.mkldnn); "
+                         "use auto or blas")
+    _choice = choice
+
+
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+@functools.cache
+def cpu_vendor() -> str:
+    """The CPU's vendor string (``AuthenticAMD``, ``GenuineIntel``, ...), or "" where /proc/cpuinfo does not say."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def backend() -> str:
+    """The library in use for the CPU's float32 products: ``onednn`` or ``blas``."""
+    if _choice == "auto":
+        return "onednn" if cpu_vendor() == "AuthenticAMD" and onednn_available() else "blas"
+    return _choice
+
+
+def _onednn(*tensors: Tensor | None) -> bool:
+    """Whether oneDNN multiplies these: float32 CPU tensors, and oneDNN chosen."""
+    if any(t is not None and (t.device.type != "cpu" or t.dtype != torch.float32) for t in tensors):
+        return False
+    return backend() == "onednn"
+
+
+def _dense(weight: Tensor) -> bool:
+    """Whether oneDNN takes this weight as it is: contiguous, or the transpose of a contiguous matrix. A slice of
+    columns (W_ih's embedding part, say) sends it to a reference kernel ~1,000x slower (3.5 s for (640, 256) x
+    (256, 1,536) against 3.5 ms); `linear` gives such a weight to the BLAS, and `loop_weight` copies it once."""
+    return weight.dim() == 2 and (weight.is_contiguous() or weight.t().is_contiguous())
+
+
+def loop_weight(weight: Tensor) -> Tensor:
+    """A weight that a loop multiplies by at every step, as `linear` should get it: a contiguous copy of a slice
+    where oneDNN multiplies (one copy instead of the BLAS at every step), else the weight itself."""
+    return weight.contiguous() if _onednn(weight) and not _dense(weight) else weight
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+    """bias + x @ weight.T: x (M, K), weight (N, K) (contiguous or a transposed view of a contiguous matrix for
+    oneDNN: see `_dense`), bias (N,), (M, N) or None; written into ``out`` (M, N) if given -> (M, N). Not
+    differentiable: for the autograd functions' own forward and backward."""
+    if _onednn(x, weight, bias) and _dense(weight):
+        result = torch.ops.mkldnn._linear_pointwise(x, weight, bias if bias is None or bias.dim() == 1 else None,
+                                                    "none", [], "")
+        if bias is not None and bias.dim() == 2:
+            result.add_(bias)
+        return result if out is None else out.copy_(result)
+    if bias is None:
+        return torch.mm(x, weight.t(), out=out)
+    return torch.addmm(bias, x, weight.t(), out=out)
+
+
+def matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    """a @ b: a (M, K), b (K, N) -> (M, N) (`linear` with b's transpose as the weight)."""
+    return linear(a, b.t(), out=out)
+
+
+class _LinearFunction(torch.autograd.Function):
+    """``torch.nn.functional.linear`` with oneDNN's products for the output and the input's gradient; the weight's
+    gradient, dy^T x, a product whose first operand is transposed (where oneDNN measured slower than MKL: 109
+    against 161 GFLOP/s at (5,824, 128) x (128, 256)), and the bias' are computed as autograd computes them."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        rows = x.reshape(-1, x.size(-1))  # (M, K)
+        return linear(rows, weight, bias).view(*x.shape[:-1], weight.size(0))
+
+    @staticmethod
+    def backward(ctx, d_out):
+        x, weight = ctx.saved_tensors
+        d_rows = d_out.reshape(-1, d_out.size(-1))  # (M, N)
+        d_x = d_weight = d_bias = None
+        if ctx.needs_input_grad[0]:
+            d_x = matmul(d_rows, weight).view(x.shape)  # (M, N) x (N, K)
+        if ctx.needs_input_grad[1]:
+            d_weight = d_rows.t().mm(x.reshape(-1, x.size(-1)))  # (N, M) x (M, K)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            d_bias = d_rows.sum(0)
+        return d_x, d_weight, d_bias
+
+
+def layer(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``torch.nn.functional.linear(x, weight, bias)``, differentiable: in training (gradients on, no autocast),
+    float32 on the CPU where oneDNN is chosen, through `_LinearFunction`; otherwise (decoding included) as
+    ``linear`` itself computes it."""
+    if (torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type) and _onednn(x, weight, bias)
+            and x.dim() >= 2):
+        return _LinearFunction.apply(x, weight, bias)
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+class Linear(torch.nn.Linear):
+    """``torch.nn.Linear`` whose training products go through `layer` (the same parameters and state dict)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return layer(x, self.weight, self.bias)

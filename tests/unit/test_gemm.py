@@ -1,0 +1,140 @@
+"""The library that multiplies the training loops' float32 matrices on the CPU (`s2s_attn.model.gemm`): oneDNN and
+the BLAS compute the same products, training with either gives the same outputs and gradients to float32
+rounding, decoding never goes through oneDNN's autograd function, and ``trainer.gemm`` checks its value."""
+
+import pytest
+import torch
+
+from s2s_attn.data.batching import make_batch
+from s2s_attn.model import gemm
+
+needs_onednn = pytest.mark.skipif(not gemm.onednn_available(), reason="this PyTorch build has no oneDNN")
+BACKENDS = ["blas", pytest.param("onednn", marks=needs_onednn)]
+
+
+@pytest.fixture
+def use(monkeypatch):
+    """use(backend): multiply with it for the rest of the test."""
+    return lambda backend: monkeypatch.setattr(gemm, "_choice", backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_and_matmul_compute_the_plain_products(use, backend):
+    use(backend)
+    generator = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(7, 20, generator=generator), torch.randn(30, 20, generator=generator)
+    bias, rows_bias = torch.randn(30, generator=generator), torch.randn(7, 30, generator=generator)
+    exact = x.double() @ weight.double().t()
+    torch.testing.assert_close(gemm.linear(x, weight).double(), exact, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gemm.linear(x, weight, bias).double(), exact + bias.double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gemm.linear(x, weight, rows_bias).double(), exact + rows_bias.double(), rtol=1e-5,
+                               atol=1e-5)
+    weight_t = weight.t().contiguous()  # (20, 30): matmul's second operand, and a transposed view as the weight
+    torch.testing.assert_close(gemm.matmul(x, weight_t).double(), exact, rtol=1e-5, atol=1e-5)
+    out = torch.full((7, 30), float("nan"))
+    assert gemm.linear(x, weight, bias, out=out) is out
+    torch.testing.assert_close(out.double(), exact + bias.double(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_layer_gives_nn_linears_outputs_and_gradients(use, backend):
+    use(backend)
+    torch.manual_seed(0)
+    layer, reference = gemm.Linear(12, 9), torch.nn.Linear(12, 9)
+    reference.load_state_dict(layer.state_dict())  # the same parameters, the same state dict
+    x = torch.randn(3, 5, 12, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    probe = torch.randn(3, 5, 9)
+    (layer(x) * probe).sum().backward()
+    (reference(x_ref) * probe).sum().backward()
+    torch.testing.assert_close(layer(x), reference(x_ref), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.bias.grad, reference.bias.grad, rtol=1e-5, atol=1e-6)
+
+
+@needs_onednn
+def test_decoding_and_autocast_keep_torchs_own_linear(use, monkeypatch):
+    """Without gradients (decoding, under inference mode) and under autocast the layer is F.linear itself, so the
+    decoders' numbers do not depend on ``trainer.gemm``."""
+    use("onednn")
+
+    def refuse(*args):
+        raise AssertionError("oneDNN's autograd function used")
+
+    monkeypatch.setattr(gemm._LinearFunction, "apply", refuse)
+    layer, x = gemm.Linear(4, 3), torch.randn(2, 4)
+    with torch.inference_mode():
+        layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(x)
+    with pytest.raises(AssertionError, match="oneDNN's autograd function"):
+        layer(x)  # training: it is used
+
+
+SOURCES = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
+TARGETS = [[4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14, 15]]
+
+
+@needs_onednn
+@pytest.mark.parametrize("variant", [dict(decoder="bahdanau"), dict(decoder="luong", attention="luong_general",
+                                                                    input_feeding=False),
+                                     dict(decoder="luong", attention="luong_general", input_feeding=True)],
+                         ids=["bahdanau", "luong-nofeed", "luong-feed"])
+def test_training_with_onednn_gives_the_blas_loss_and_gradients(make_tiny_model, use, variant):
+    model = make_tiny_model(**variant).train()
+    batch = make_batch(SOURCES, TARGETS, [0, 1, 2])
+
+    def step(backend):
+        use(backend)
+        model.zero_grad()
+        loss, _ = model(batch.src, batch.src_len, batch.tgt_in, batch.tgt_out, 0.1)
+        loss.backward()
+        return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    (blas_loss, blas_grads), (onednn_loss, onednn_grads) = step("blas"), step("onednn")
+    torch.testing.assert_close(onednn_loss, blas_loss, rtol=1e-5, atol=1e-5)
+    assert onednn_grads.keys() == blas_grads.keys()
+    for name, grad in blas_grads.items():
+        torch.testing.assert_close(onednn_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_auto_chooses_onednn_on_amd_cpus_only(monkeypatch):
+    monkeypatch.setattr(gemm, "_choice", "auto")
+    monkeypatch.setattr(gemm, "onednn_available", lambda: True)
+    monkeypatch.setattr(gemm, "cpu_vendor", lambda: "AuthenticAMD")
+    assert gemm.backend() == "onednn"
+    monkeypatch.setattr(gemm, "cpu_vendor", lambda: "GenuineIntel")
+    assert gemm.backend() == "blas"
+    monkeypatch.setattr(gemm, "cpu_vendor", lambda: "AuthenticAMD")
+    monkeypatch.setattr(gemm, "onednn_available", lambda: False)
+    assert gemm.backend() == "blas"
+
+
+def test_an_unknown_setting_lists_the_valid_ones_and_onednn_needs_a_build_with_it(monkeypatch):
+    monkeypatch.setattr(gemm, "_choice", "auto")
+    with pytest.raises(ValueError, match="trainer.gemm must be one of auto, blas, onednn, got 'mkl'"):
+        gemm.configure("mkl")
+    monkeypatch.setattr(gemm, "onednn_available", lambda: False)
+    with pytest.raises(ValueError, match="no oneDNN"):
+        gemm.configure("onednn")
+    gemm.configure("BLAS")
+    assert gemm.backend() == "blas"
+
+
+def test_a_weight_oneDNN_would_multiply_slowly_goes_to_the_blas_or_is_copied_once(use):
+    """oneDNN takes a contiguous weight or its transposed view; a slice of columns (W_ih's embedding part) would
+    run in its reference kernel, ~1,000x slower, so `linear` gives it to the BLAS and `loop_weight` copies it."""
+    weight = torch.randn(30, 50)
+    assert gemm._dense(weight) and gemm._dense(weight.t())
+    columns = weight[:, :20]  # (30, 20), row stride 50
+    assert not gemm._dense(columns) and not gemm._dense(columns.t())
+    use("blas")
+    assert gemm.loop_weight(columns) is columns  # the BLAS takes it as it is
+    if gemm.onednn_available():
+        use("onednn")
+        copied = gemm.loop_weight(columns)
+        assert copied.is_contiguous() and torch.equal(copied, columns)
+        assert gemm.loop_weight(weight) is weight
+        x = torch.randn(4, 20)
+        torch.testing.assert_close(gemm.linear(x, columns), x @ columns.t())
