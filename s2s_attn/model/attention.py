@@ -43,7 +43,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from . import gemm
 from .registry import Registry
 
 ATTENTION_REGISTRY = Registry("attention")
@@ -125,8 +124,8 @@ class BahdanauAttention(Attention):
 
     def __init__(self, query_size: int, key_size: int, attn_size: int = 256, **_: object) -> None:
         super().__init__(query_size, key_size)
-        self.key_layer = gemm.Linear(key_size, attn_size, bias=False)
-        self.query_layer = gemm.Linear(query_size, attn_size, bias=self.query_bias)
+        self.key_layer = nn.Linear(key_size, attn_size, bias=False)
+        self.query_layer = nn.Linear(query_size, attn_size, bias=self.query_bias)
         self.energy_layer = nn.Linear(attn_size, 1, bias=False)
 
     def precompute(self, keys: Tensor) -> Tensor:
@@ -202,7 +201,7 @@ class LuongGeneralAttention(Attention):
 
     def __init__(self, query_size: int, key_size: int, **_: object) -> None:
         super().__init__(query_size, key_size)
-        self.key_layer = gemm.Linear(key_size, query_size, bias=False)
+        self.key_layer = nn.Linear(key_size, query_size, bias=False)
 
     def precompute(self, keys: Tensor) -> Tensor:
         return self.key_layer(keys)  # (batch, src_len, query_size)
@@ -224,8 +223,8 @@ class ScaledDotAttention(Attention):
     def __init__(self, query_size: int, key_size: int, attn_size: int = 256, **_: object) -> None:
         super().__init__(query_size, key_size)
         self.scale = 1.0 / math.sqrt(attn_size)
-        self.query_layer = gemm.Linear(query_size, attn_size, bias=False)
-        self.key_layer = gemm.Linear(key_size, attn_size, bias=False)
+        self.query_layer = nn.Linear(query_size, attn_size, bias=False)
+        self.key_layer = nn.Linear(key_size, attn_size, bias=False)
 
     def precompute(self, keys: Tensor) -> Tensor:
         return self.key_layer(keys)  # (batch, src_len, d)
@@ -265,10 +264,10 @@ class MultiHeadAttention(Attention):
             )
         self.heads, self.head_size = heads, attn_size // heads
         self.scale = 1.0 / math.sqrt(self.head_size)
-        self.query_layer = gemm.Linear(query_size, attn_size, bias=False)
-        self.key_layer = gemm.Linear(key_size, attn_size, bias=False)
-        self.value_layer = gemm.Linear(key_size, attn_size, bias=False)
-        self.output_layer = gemm.Linear(attn_size, key_size, bias=False)
+        self.query_layer = nn.Linear(query_size, attn_size, bias=False)
+        self.key_layer = nn.Linear(key_size, attn_size, bias=False)
+        self.value_layer = nn.Linear(key_size, attn_size, bias=False)
+        self.output_layer = nn.Linear(attn_size, key_size, bias=False)
         self.last_head_weights: Tensor | None = None
 
     def split_heads(self, x: Tensor) -> Tensor:

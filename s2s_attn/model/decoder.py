@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import gemm
 from .attention import Attention
 from .dropout import Dropout
 from .recurrence import additive_recurrence, fused_gru_applies, fused_recurrence_applies, unidirectional_gru
@@ -139,7 +138,7 @@ class GRUCellStack(nn.Module):
     def embed_gates(self, emb: Tensor) -> Tensor:
         """emb: (batch, tgt_len, emb) -> (batch, tgt_len, 3 * hidden), bias included."""
         cell = self.cells[0]
-        return gemm.layer(emb, cell.weight_ih[:, : self.emb_size], cell.bias_ih)
+        return torch.nn.functional.linear(emb, cell.weight_ih[:, : self.emb_size], cell.bias_ih)
 
     def context_weight(self) -> Tensor:
         """The context columns of the first layer's W_ih: (3H, ctx), in the autocast dtype if one is on.
@@ -164,8 +163,8 @@ class GRUCellStack(nn.Module):
         h = hidden[0]  # (batch, H)
         if context_weight is None:
             context_weight = self.context_weight()
-        gi = emb_gates + gemm.layer(ctx, context_weight)
-        gh = gemm.layer(h, cell.weight_hh, cell.bias_hh)  # (batch, 3H)
+        gi = emb_gates + torch.nn.functional.linear(ctx, context_weight)
+        gh = torch.nn.functional.linear(h, cell.weight_hh, cell.bias_hh)  # (batch, 3H)
         h = gru_cell(gi, gh, h)
         new_hidden = [h]
         for layer, cell in enumerate(self.cells[1:], start=1):
@@ -206,10 +205,10 @@ class BahdanauDecoder(Decoder):
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
         self.dropout = Dropout(dropout)
-        self.bridge = gemm.Linear(encoder_size, hidden_size * num_layers)
+        self.bridge = nn.Linear(encoder_size, hidden_size * num_layers)
         self.attention = attention
         self.rnn = GRUCellStack(emb_size, encoder_size, hidden_size, num_layers, dropout)
-        self.pre_output = gemm.Linear(hidden_size + encoder_size + emb_size, output_size)
+        self.pre_output = nn.Linear(hidden_size + encoder_size + emb_size, output_size)
         self.output = nn.Linear(output_size, vocab_size)
         if tie_embeddings:
             self.tie_output_to_embedding(self.output, self.embedding)
@@ -298,7 +297,7 @@ class LuongDecoder(Decoder):
         self.output_size, self.input_feeding = output_size, input_feeding
         self.embedding = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
         self.dropout = Dropout(dropout)
-        self.bridge = gemm.Linear(encoder_size, hidden_size * num_layers)
+        self.bridge = nn.Linear(encoder_size, hidden_size * num_layers)
         self.attention = attention
         self.rnn = nn.GRU(
             emb_size + (output_size if input_feeding else 0),
@@ -307,7 +306,7 @@ class LuongDecoder(Decoder):
             batch_first=True,
             dropout=dropout if num_layers > 1 else 0.0,
         )
-        self.combine = gemm.Linear(encoder_size + hidden_size, output_size, bias=False)  # W_c
+        self.combine = nn.Linear(encoder_size + hidden_size, output_size, bias=False)  # W_c
         self.output = nn.Linear(output_size, vocab_size)
         # without input feeding, training runs the GRU as `recurrence.GRULayer` (nn.GRU's maths, its own
         # backward); False keeps nn.GRU (tests compare the two)
@@ -381,13 +380,13 @@ class LuongDecoder(Decoder):
 
             return emb.unbind(1), module_step
         emb_size = emb.size(-1)
-        emb_gates = gemm.layer(emb, rnn.weight_ih_l0[:, :emb_size], rnn.bias_ih_l0)  # (B, T, 3H)
+        emb_gates = torch.nn.functional.linear(emb, rnn.weight_ih_l0[:, :emb_size], rnn.bias_ih_l0)  # (B, T, 3H)
         feed_weight = rnn.weight_ih_l0[:, emb_size:]  # (3H, output_size)
 
         def cell_step(step_gates, feed, hidden):
             h = hidden[0]  # (batch, H)
-            gi = step_gates + gemm.layer(feed, feed_weight)  # (batch, 3H)
-            h = gru_cell(gi, gemm.layer(h, rnn.weight_hh_l0, rnn.bias_hh_l0), h)
+            gi = step_gates + torch.nn.functional.linear(feed, feed_weight)  # (batch, 3H)
+            h = gru_cell(gi, torch.nn.functional.linear(h, rnn.weight_hh_l0, rnn.bias_hh_l0), h)
             return h, h.unsqueeze(0)
 
         return emb_gates.unbind(1), cell_step

@@ -1,7 +1,7 @@
 """Which library multiplies the float32 matrices of the training loops on the CPU: PyTorch's BLAS (MKL) or oneDNN.
 
 The hot products of a training step (`s2s_attn.model.recurrence`'s per-step GRU and attention-query products,
-`s2s_attn.model.loss`'s vocabulary projection and its gradients) go through `linear` and `matmul` here. PyTorch
+`s2s_attn.model.loss`'s vocabulary projection and its input's gradient) go through `linear` and `matmul` here. PyTorch
 multiplies float32 matrices on the CPU with its BLAS (MKL in the official wheels); it also ships oneDNN, which
 it uses for bf16 and convolutions. Measured on the 2-core AMD EPYC (Zen 4) benchmark machine, 2 threads, the
 best of 15 interleaved runs each (GFLOP/s, MKL -> oneDNN):
@@ -97,11 +97,35 @@ def loop_weight(weight: Tensor) -> Tensor:
     return weight.contiguous() if _onednn(weight) and not _dense(weight) else weight
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+#: how many product shapes oneDNN multiplies in one process (`_admit`)
+SHAPE_BUDGET = 48
+_shapes: set[tuple] = set()
+
+
+def _admit(x: Tensor, weight: Tensor) -> bool:
+    """Whether oneDNN takes this shape: one it has taken before, or a new one while fewer than `SHAPE_BUDGET` have
+    been. oneDNN builds and caches a primitive for every shape: 0.4-0.8 ms and ~0.7 MiB each (measured: 100
+    row counts of a (M, 512) x (512, 1,536) product, +82 MiB). With batches of a fixed number of sentences the
+    loops' shapes repeat (a dozen in all); with token budgets the batch's size, and so every per-step product's
+    shape, changes from batch to batch: 150 such steps grew the run's peak memory by 200 MiB before this bound.
+    Past it, new shapes go to the BLAS (which run in a given process is decided by the order of its batches, so
+    a seed still reproduces a run)."""
+    key = (x.size(0), *weight.shape, *weight.stride())
+    if key in _shapes:
+        return True
+    if len(_shapes) >= SHAPE_BUDGET:
+        return False
+    _shapes.add(key)
+    return True
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, out: Tensor | None = None,
+           repeats: bool = True) -> Tensor:
     """bias + x @ weight.T: x (M, K), weight (N, K) (contiguous or a transposed view of a contiguous matrix for
-    oneDNN: see `_dense`), bias (N,), (M, N) or None; written into ``out`` (M, N) if given -> (M, N). Not
+    oneDNN: see `_dense`), bias (N,), (M, N) or None; written into ``out`` (M, N) if given -> (M, N).
+    ``repeats=False`` says the shape is unlikely to come again (the BLAS's, then: see `_admit`). Not
     differentiable: for the autograd functions' own forward and backward."""
-    if _onednn(x, weight, bias) and _dense(weight):
+    if repeats and _onednn(x, weight, bias) and _dense(weight) and _admit(x, weight):
         result = torch.ops.mkldnn._linear_pointwise(x, weight, bias if bias is None or bias.dim() == 1 else None,
                                                     "none", [], "")
         if bias is not None and bias.dim() == 2:
@@ -112,49 +136,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, out: Tensor | 
     return torch.addmm(bias, x, weight.t(), out=out)
 
 
-def matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+def matmul(a: Tensor, b: Tensor, out: Tensor | None = None, repeats: bool = True) -> Tensor:
     """a @ b: a (M, K), b (K, N) -> (M, N) (`linear` with b's transpose as the weight)."""
-    return linear(a, b.t(), out=out)
+    return linear(a, b.t(), out=out, repeats=repeats)
 
-
-class _LinearFunction(torch.autograd.Function):
-    """``torch.nn.functional.linear`` with oneDNN's products for the output and the input's gradient; the weight's
-    gradient, dy^T x, a product whose first operand is transposed (where oneDNN measured slower than MKL: 109
-    against 161 GFLOP/s at (5,824, 128) x (128, 256)), and the bias' are computed as autograd computes them."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        rows = x.reshape(-1, x.size(-1))  # (M, K)
-        return linear(rows, weight, bias).view(*x.shape[:-1], weight.size(0))
-
-    @staticmethod
-    def backward(ctx, d_out):
-        x, weight = ctx.saved_tensors
-        d_rows = d_out.reshape(-1, d_out.size(-1))  # (M, N)
-        d_x = d_weight = d_bias = None
-        if ctx.needs_input_grad[0]:
-            d_x = matmul(d_rows, weight).view(x.shape)  # (M, N) x (N, K)
-        if ctx.needs_input_grad[1]:
-            d_weight = d_rows.t().mm(x.reshape(-1, x.size(-1)))  # (N, M) x (M, K)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            d_bias = d_rows.sum(0)
-        return d_x, d_weight, d_bias
-
-
-def layer(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``torch.nn.functional.linear(x, weight, bias)``, differentiable: in training (gradients on, no autocast),
-    float32 on the CPU where oneDNN is chosen, through `_LinearFunction`; otherwise (decoding included) as
-    ``linear`` itself computes it."""
-    if (torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type) and _onednn(x, weight, bias)
-            and x.dim() >= 2):
-        return _LinearFunction.apply(x, weight, bias)
-    return torch.nn.functional.linear(x, weight, bias)
-
-
-class Linear(torch.nn.Linear):
-    """``torch.nn.Linear`` whose training products go through `layer` (the same parameters and state dict)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return layer(x, self.weight, self.bias)

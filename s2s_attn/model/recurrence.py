@@ -444,7 +444,7 @@ def bidirectional_gru(rnn: torch.nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Te
     size = rnn.hidden_size
     weight_ih = torch.cat([rnn.weight_ih_l0, rnn.weight_ih_l0_reverse])  # (2G, E)
     bias_ih = torch.cat([rnn.bias_ih_l0, rnn.bias_ih_l0_reverse])
-    gi = gemm.layer(x, weight_ih, bias_ih).transpose(0, 1)  # (S, B, 2G): one product
+    gi = torch.nn.functional.linear(x, weight_ih, bias_ih).transpose(0, 1)  # (S, B, 2G): one product
     gates = 3 * size
     input_gates = torch.stack([gi[..., :gates], gi[..., gates:].flip(0)], dim=1)  # (S, 2, B, G)
     positions = torch.arange(steps, device=x.device)
@@ -460,7 +460,7 @@ def bidirectional_gru(rnn: torch.nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Te
 def unidirectional_gru(rnn: torch.nn.GRU, x: Tensor, h0: Tensor) -> Tensor:
     """``rnn`` (one layer, one direction, batch first) over every position of x (B, T, E) from h0 (1, B, H), as
     ``rnn(x, h0)[0]`` computes it: -> outputs (B, T, H)."""
-    gi = gemm.layer(x, rnn.weight_ih_l0, rnn.bias_ih_l0).transpose(0, 1)  # (T, B, G): one product
+    gi = torch.nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0).transpose(0, 1)  # (T, B, G): one product
     states, _ = GRULayer.apply(gi.unsqueeze(1), rnn.weight_hh_l0.unsqueeze(0), rnn.bias_hh_l0.unsqueeze(0), None,
                                h0, _low_precision(x.device.type))
     return states[:, 0].transpose(0, 1)  # (B, T, H)

@@ -10,7 +10,6 @@ from torch.nn import functional as F
 
 from s2s_attn.data.batching import make_batch
 from s2s_attn.data.tokenizer import PAD_ID
-from s2s_attn.model import gemm
 from s2s_attn.model.attention import ATTENTION_REGISTRY
 from s2s_attn.model.decoder import DECODER_REGISTRY, BahdanauDecoder, LuongDecoder
 
@@ -98,9 +97,9 @@ def test_with_input_feeding_the_embeddings_input_gates_are_one_product_over_the_
     model = make_tiny_model(decoder="luong", input_feeding=True)
     calls = count_calls(model.decoder.rnn)
     linear_inputs = []
-    original_linear = gemm.layer  # F.linear, or oneDNN's products where they are chosen
+    original_linear = F.linear
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(gemm, "layer", lambda x, *args: linear_inputs.append(tuple(x.shape)) or original_linear(x, *args))
+        patch.setattr(F, "linear", lambda x, *args: linear_inputs.append(tuple(x.shape)) or original_linear(x, *args))
         batch = example_batch()
         model(batch.src, batch.src_len, batch.tgt_in)
     assert calls == []  # one layer: the loop uses the GRU's weights, not the module

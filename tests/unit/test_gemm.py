@@ -1,6 +1,7 @@
 """The library that multiplies the training loops' float32 matrices on the CPU (`s2s_attn.model.gemm`): oneDNN and
-the BLAS compute the same products, training with either gives the same outputs and gradients to float32
-rounding, decoding never goes through oneDNN's autograd function, and ``trainer.gemm`` checks its value."""
+the BLAS compute the same products, training with either gives the same loss and gradients to float32
+rounding, oneDNN gets only weights it multiplies fast and a bounded number of shapes, and ``trainer.gemm`` checks
+its value."""
 
 import pytest
 import torch
@@ -14,7 +15,8 @@ BACKENDS = ["blas", pytest.param("onednn", marks=needs_onednn)]
 
 @pytest.fixture
 def use(monkeypatch):
-    """use(backend): multiply with it for the rest of the test."""
+    """use(backend): multiply with it for the rest of the test (with oneDNN's whole budget of shapes)."""
+    monkeypatch.setattr(gemm, "_shapes", set())
     return lambda backend: monkeypatch.setattr(gemm, "_choice", backend)
 
 
@@ -34,42 +36,6 @@ def test_linear_and_matmul_compute_the_plain_products(use, backend):
     out = torch.full((7, 30), float("nan"))
     assert gemm.linear(x, weight, bias, out=out) is out
     torch.testing.assert_close(out.double(), exact + bias.double(), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_the_layer_gives_nn_linears_outputs_and_gradients(use, backend):
-    use(backend)
-    torch.manual_seed(0)
-    layer, reference = gemm.Linear(12, 9), torch.nn.Linear(12, 9)
-    reference.load_state_dict(layer.state_dict())  # the same parameters, the same state dict
-    x = torch.randn(3, 5, 12, requires_grad=True)
-    x_ref = x.detach().clone().requires_grad_()
-    probe = torch.randn(3, 5, 9)
-    (layer(x) * probe).sum().backward()
-    (reference(x_ref) * probe).sum().backward()
-    torch.testing.assert_close(layer(x), reference(x_ref), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(layer.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(layer.bias.grad, reference.bias.grad, rtol=1e-5, atol=1e-6)
-
-
-@needs_onednn
-def test_decoding_and_autocast_keep_torchs_own_linear(use, monkeypatch):
-    """Without gradients (decoding, under inference mode) and under autocast the layer is F.linear itself, so the
-    decoders' numbers do not depend on ``trainer.gemm``."""
-    use("onednn")
-
-    def refuse(*args):
-        raise AssertionError("oneDNN's autograd function used")
-
-    monkeypatch.setattr(gemm._LinearFunction, "apply", refuse)
-    layer, x = gemm.Linear(4, 3), torch.randn(2, 4)
-    with torch.inference_mode():
-        layer(x)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        layer(x)
-    with pytest.raises(AssertionError, match="oneDNN's autograd function"):
-        layer(x)  # training: it is used
 
 
 SOURCES = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
@@ -138,3 +104,19 @@ def test_a_weight_oneDNN_would_multiply_slowly_goes_to_the_blas_or_is_copied_onc
         assert gemm.loop_weight(weight) is weight
         x = torch.randn(4, 20)
         torch.testing.assert_close(gemm.linear(x, columns), x @ columns.t())
+
+
+@needs_onednn
+def test_onednn_takes_a_bounded_number_of_shapes_and_the_blas_the_rest(use, monkeypatch):
+    """Each shape costs oneDNN a cached primitive (~0.7 MiB): past the budget, and for shapes said not to repeat,
+    the BLAS multiplies (same result)."""
+    use("onednn")
+    monkeypatch.setattr(gemm, "_shapes", set())
+    monkeypatch.setattr(gemm, "SHAPE_BUDGET", 2)
+    weight = torch.randn(6, 5)
+    for rows in (1, 2, 3, 1):
+        x = torch.randn(rows, 5)
+        torch.testing.assert_close(gemm.linear(x, weight), x @ weight.t())
+    assert gemm._shapes == {(1, 6, 5, 5, 1), (2, 6, 5, 5, 1)}  # 3 rows came after the budget was spent
+    gemm.linear(torch.randn(4, 5), weight, repeats=False)
+    assert len(gemm._shapes) == 2
