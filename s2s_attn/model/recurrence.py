@@ -53,9 +53,8 @@ class _PackedProduct:
     MKL multiplies (`gemm.backend`), the weight is packed once (MKL's packed GEMM): the decoder's per-step
     products, (64, 512) x (512, 2,048) and (64, 512) x (512, 1,536), then take 0.55 and 0.42 ms instead of 0.69
     and 0.54 (measured in the loop), for ~0.9 ms of packing per sequence. Elsewhere (oneDNN, bf16 products,
-    other devices) it is `_product`. Only the forward
-    loop uses it: in the backward the products need the transposed weights, and copying them costs more (4.5 ms)
-    than packing saves."""
+    other devices) it is `_product`. Only the forward loop uses it: in the backward the products need the
+    transposed weights, and copying them costs more (4.5 ms) than packing saves."""
 
     def __init__(self, weight: Tensor, rows: int, low: torch.dtype | None):
         self.weight, self.rows, self.low = (gemm.loop_weight(weight) if low is None else weight), rows, low
@@ -335,7 +334,7 @@ class GRULayer(torch.autograd.Function):
         rows = directions * batch  # the kernels see all directions' rows as one (D B, ...) matrix
         # one direction (the Luong decoder): a plain product, with the weight packed once in float32
         packed = _PackedProduct(hh_weight[0], batch, low) if directions == 1 else None
-        per_direction = low is None and gemm.backend() == "onednn" and kernels.applies(input_gates) is not None
+        per_direction = low is None and gemm.backend() == "onednn"  # oneDNN has no batched product here
         for t in range(steps):
             h, gi = states[t], input_gates[t]
             if packed is not None:
@@ -385,7 +384,7 @@ class GRULayer(torch.autograd.Function):
         d_gh = previous.new_empty((steps, directions, batch, gates))
         dh = d_final.clone() if d_final is not None else previous.new_zeros((directions, batch, size))
         cells, rows = ctx.cells, directions * batch
-        per_direction = low is None and gemm.backend() == "onednn" and cells is not None
+        per_direction = low is None and gemm.backend() == "onednn"
         if cells is not None:
             d_outputs = None if d_outputs is None else d_outputs.contiguous()
             carry = torch.empty_like(dh)
