@@ -49,7 +49,7 @@ import weakref
 import torch
 from torch import Tensor
 
-from ..model import kernels
+from ..model import gemm, kernels
 from ..model.attention import Attention, BahdanauAttention, masked_softmax
 from ..model.decoder import BahdanauDecoder, LuongDecoder
 from .stream import Compaction
@@ -308,7 +308,8 @@ class SentenceStepper:
         self.tables, self.project_values = tables, project_values
         self.output_size, self.output_weight_t = tables.output_size, tables.output_weight_t
         if project_values:
-            values = torch.matmul(values, tables.ctx_weight_t)
+            n, src_len, _ = values.shape
+            values = gemm.table_product(values.reshape(n * src_len, -1), tables.ctx_weight_t).view(n, src_len, -1)
         self.keys_proj, self.values, self.mask = keys_proj, values, mask  # (n, S, ...), (n, S, ...), (n, S)
         self.buffers: tuple[Tensor, Tensor, Tensor] | None = None  # (keys, values, mask) of a pool: see `merge`
         self.feature_buffer: Tensor | None = None
@@ -394,23 +395,23 @@ class AdditiveBahdanauStepper(SentenceStepper):
                 mixed = torch.bmm(weights, self.values).view(rows, -1)  # (rows, 3H + O)
             else:
                 context = torch.bmm(weights, self.values).view(rows, -1)  # (rows, ctx)
-                mixed = torch.mm(context, tables.ctx_weight_t)
+                mixed = gemm.table_product(context, tables.ctx_weight_t)
             gi = tables.emb_gates.index_select(0, prev).add_(mixed[:, : tables.gates])  # (rows, 3H)
             pre = tables.emb_pre.index_select(0, prev).add_(mixed[:, tables.gates :])  # (rows, O)
         h = gru_update(gi, gh, h)
-        products = torch.mm(h, tables.all_h_weight_t)  # (rows, O + 3H + A)
+        products = gemm.table_product(h, tables.all_h_weight_t)  # (rows, O + 3H + A)
         features = self._features(rows)  # (rows, O + 1): tanh(pre-output), then 1
         # (into a fresh tensor: in place into the strided views takes 3x as long)
         features[:, :-1] = (pre + products[:, : tables.output_size]).tanh_()
         hq = products[:, tables.output_size :].add_(tables.h_bias)  # the next step's
-        logits = torch.mm(features, tables.output_weight_t, out=out)  # (rows, V), bias included
+        logits = gemm.table_product(features, tables.output_weight_t, out=out)  # (rows, V), bias included
         return logits, (h.unsqueeze(0), hq), weights.view(rows, src_len)
 
     def prime_state(self, state):
         """The decoder's initial state in the form ``step`` takes and returns it: with W_hh s + b_hh and
         W_q s + b_q in ``extra``."""
         hidden, _ = state
-        return hidden, torch.addmm(self.tables.h_bias, hidden[0], self.tables.h_weight_t)  # (rows, 3H + A)
+        return hidden, gemm.table_product(hidden[0], self.tables.h_weight_t, self.tables.h_bias)  # (rows, 3H + A)
 
 
 def gru_update(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
@@ -488,23 +489,23 @@ class LuongStepper(SentenceStepper):
         weights = masked_softmax(self.attention.score(h.view(n, width, size), self.keys_proj), self.mask)
         mixed = torch.bmm(weights, self.values).view(rows, -1)  # (rows, O) projected, or (rows, C) the context
         if not self.project_values:
-            mixed = torch.mm(mixed, tables.ctx_weight_t)
-        products = torch.mm(h, tables.all_h_weight_t)  # (rows, O + 3H)
+            mixed = gemm.table_product(mixed, tables.ctx_weight_t)
+        products = gemm.table_product(h, tables.all_h_weight_t)  # (rows, O + 3H)
         features = self._features(rows)  # (rows, O + 1): h~_t, then 1
         features[:, :-1] = mixed.add_(products[:, : tables.output_size]).tanh_()  # (tanh into a strided view: slow)
         carried = products[:, tables.output_size :].add_(tables.h_bias)  # the next step's hidden gates
         if tables.feed_weight_t is not None:
-            carried = torch.cat([carried, torch.mm(features[:, :-1], tables.feed_weight_t)], dim=1)
-        logits = torch.mm(features, tables.output_weight_t, out=out)  # (rows, V), bias included
+            carried = torch.cat([carried, gemm.table_product(features[:, :-1], tables.feed_weight_t)], dim=1)
+        logits = gemm.table_product(features, tables.output_weight_t, out=out)  # (rows, V), bias included
         return logits, (h.unsqueeze(0), carried), weights.view(rows, src_len)
 
     def prime_state(self, state):
         """The decoder's initial state in the form ``step`` takes and returns it: ``extra`` W_hh h + b_hh
         [, W_ih,f h~]."""
         hidden, feed = state
-        carried = torch.addmm(self.tables.h_bias, hidden[0], self.tables.h_weight_t)  # (rows, 3H)
+        carried = gemm.table_product(hidden[0], self.tables.h_weight_t, self.tables.h_bias)  # (rows, 3H)
         if self.tables.feed_weight_t is not None:
-            carried = torch.cat([carried, torch.mm(feed, self.tables.feed_weight_t)], dim=1)
+            carried = torch.cat([carried, gemm.table_product(feed, self.tables.feed_weight_t)], dim=1)
         return hidden, carried
 
 

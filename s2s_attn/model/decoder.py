@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from . import gemm
 from .attention import Attention
 from .dropout import Dropout
 from .recurrence import additive_recurrence, fused_gru_applies, fused_recurrence_applies, unidirectional_gru
@@ -84,7 +85,7 @@ class Decoder(nn.Module):
         weight_t = self.output.weight.t() if weight_t is None else weight_t
         if out is None or self.output.bias is None or not out.dtype == features.dtype == weight_t.dtype:
             return self.output(features)
-        return torch.mm(features, weight_t, out=out).add_(self.output.bias)
+        return gemm.table_product(features, weight_t, out=out).add_(self.output.bias)  # (or oneDNN's: `gemm`)
 
     def step(self, prev_tokens, state, keys_proj, values, src_mask):
         """`step_logits` with log-probabilities: (log-probs (batch, vocab) in fp32, new state, attention)."""

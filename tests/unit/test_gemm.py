@@ -120,3 +120,86 @@ def test_onednn_takes_a_bounded_number_of_shapes_and_the_blas_the_rest(use, monk
     assert gemm._shapes == {(1, 6, 5, 5, 1), (2, 6, 5, 5, 1)}  # 3 rows came after the budget was spent
     gemm.linear(torch.randn(4, 5), weight, repeats=False)
     assert len(gemm._shapes) == 2
+
+
+# decoding's per-step products (`table_product`): weights kept as (inputs, outputs), row counts that change every
+# few steps
+
+
+def test_padded_rows_bound_the_shapes_oneDNN_sees_and_waste_at_most_a_quarter():
+    padded = {rows: gemm.padded_rows(rows) for rows in range(1, 1025)}
+    assert all(rows <= p for rows, p in padded.items())
+    assert all(p - rows < 8 for rows, p in padded.items() if rows <= 64)  # multiples of 8 up to 64
+    assert all((p - rows) / rows < 0.25 for rows, p in padded.items() if rows > 64)
+    assert [gemm.padded_rows(r) for r in (1, 8, 9, 64, 65, 80, 81, 128, 129, 320, 321)] == [
+        8, 8, 16, 64, 80, 80, 96, 128, 160, 320, 384]
+    assert len(set(padded.values())) == 8 + 4 * 4  # 64 in steps of 8, then four per doubling up to 1,024
+
+
+@pytest.mark.parametrize("rows", [0, 1, 5, 9, 64, 65, 321])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_table_product_computes_the_plain_product(use, backend, rows):
+    use(backend)
+    generator = torch.Generator().manual_seed(rows)
+    wide = torch.randn(rows, 40, generator=generator)
+    x = wide[:, :33]  # a slice of columns, as the Luong step's features without their last column
+    table, bias = torch.randn(33, 50, generator=generator), torch.randn(50, generator=generator)
+    exact = x.double() @ table.double()
+    torch.testing.assert_close(gemm.table_product(x, table).double(), exact, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gemm.table_product(x, table, bias).double(), exact + bias.double(), rtol=1e-5,
+                               atol=1e-5)
+    out = torch.full((rows, 50), float("nan"))
+    assert gemm.table_product(x, table, out=out) is out
+    torch.testing.assert_close(out.double(), exact, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_onednn_gives_a_row_the_same_bits_whatever_rows_are_multiplied_beside_it(use):
+    """What batched decoding needs to give a sentence what it gets alone: a row's product must not depend on the
+    rows beside it (their number included, and so the zero rows of `padded_rows`)."""
+    use("onednn")
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(257, 600, generator=generator)  # the output layer's shape: (O + 1, V)
+    x = torch.randn(100, 257, generator=generator)
+    together = gemm.table_product(x, table)
+    for rows in (1, 5, 9, 64, 65):
+        assert torch.equal(gemm.table_product(x[:rows], table), together[:rows])
+
+
+DECODING_VARIANTS = [dict(decoder="bahdanau"),  # `AdditiveBahdanauStepper`
+                     dict(decoder="luong", attention="luong_general", input_feeding=False),  # `LuongStepper`
+                     dict(decoder="luong", attention="luong_general", input_feeding=True),
+                     dict(decoder="luong", attention="multihead", input_feeding=False)]  # `GenericStepper`
+DECODE_SOURCES = [[5 + (7 * i + j) % 24 for j in range(2 + i % 8)] for i in range(11)]
+
+
+@needs_onednn
+@pytest.mark.parametrize("variant", DECODING_VARIANTS, ids=["bahdanau", "luong-nofeed", "luong-feed", "multihead"])
+def test_decoding_with_onednn_gives_each_sentence_what_it_gets_alone(make_tiny_model, use, monkeypatch, variant):
+    from s2s_attn.data.tokenizer import EOS_ID
+    from s2s_attn.decoding.beam import beam_search
+    from s2s_attn.decoding.greedy import greedy_decode
+
+    use("onednn")
+    padded = []  # the row counts oneDNN multiplied: proof that it did
+    monkeypatch.setattr(gemm, "padded_rows", lambda rows, plain=gemm.padded_rows: padded.append(rows) or plain(rows))
+    model = make_tiny_model(**variant)
+    with torch.no_grad():
+        model.decoder.output.weight.mul_(15.0)
+        model.decoder.output.bias[EOS_ID] += 0.5  # outputs of different lengths: rows leave at different steps
+    batch = make_batch(DECODE_SOURCES, None, list(range(len(DECODE_SOURCES))))
+    greedy, _ = greedy_decode(model, batch.src, batch.src_len, max_len=12)
+    beams = beam_search(model, batch.src, batch.src_len, beam_size=4, nbest=2, max_len=12)
+    assert padded
+    for i, source in enumerate(DECODE_SOURCES):
+        single = make_batch([source], None, [0])
+        assert greedy_decode(model, single.src, single.src_len, max_len=12)[0][0] == greedy[i]
+        alone = beam_search(model, single.src, single.src_len, beam_size=4, nbest=2, max_len=12)[0]
+        assert [h.tokens for h in alone] == [h.tokens for h in beams[i]]
+        assert [h.score for h in alone] == pytest.approx([h.score for h in beams[i]], abs=1e-4)
+
+
+def test_an_unknown_S2S_GEMM_value_is_an_error_that_lists_the_valid_ones(monkeypatch):
+    monkeypatch.setattr(gemm, "_choice", "mkl")  # as S2S_GEMM=mkl sets it at import
+    with pytest.raises(ValueError, match="S2S_GEMM must be one of auto, blas, onednn, got 'mkl'"):
+        gemm.table_product(torch.randn(2, 3), torch.randn(3, 4))
