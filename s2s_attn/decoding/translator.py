@@ -11,6 +11,7 @@ import torch
 
 from ..data.batching import inference_batches, make_batch
 from ..data.tokenizer import Tokenizer
+from ..model import gemm
 from ..model.seq2seq import ModelConfig, Seq2Seq
 from ..training.checkpoint import CheckpointError, load_checkpoint, tokenizer_from
 from . import DECODE_BATCH_SIZE
@@ -85,6 +86,7 @@ class Translator:
             ) from None
         tokenizer = tokenizer_from(payload)
         dev = resolve_device(device)
+        gemm.backend()  # an unknown S2S_GEMM value is a ValueError here, before any decoding
         translator = cls(model.to(dev), tokenizer, dev, int(payload["config"]["data"].get("max_src_pieces", 200)),
                          frozen=True)
         translator.config = payload["config"]

@@ -185,6 +185,16 @@ def test_translate_keeps_one_line_per_input_line_whatever_the_line_holds(toy_run
     assert "Traceback" not in err
 
 
+def test_translate_with_an_unknown_S2S_GEMM_says_which_values_are_valid(toy_run, tmp_path, capsys, monkeypatch):
+    from s2s_attn.model import gemm
+
+    monkeypatch.setattr(gemm, "_choice", "mkl")  # as S2S_GEMM=mkl sets it when the module is imported
+    (tmp_path / "in.txt").write_text("a b c\n", encoding="utf-8")
+    code, _, err = translate(capsys, str(toy_run), "-i", str(tmp_path / "in.txt"), "--device", "cpu")
+    assert code == 2
+    assert "S2S_GEMM must be one of auto, blas, onednn, got 'mkl'" in err and "Traceback" not in err
+
+
 def test_translate_refuses_a_checkpoint_that_would_run_code_and_runs_nothing(tmp_path, capsys):
     class RunsCode:
         def __reduce__(self):
