@@ -3,9 +3,9 @@
 `AdditiveRecurrence` is the Bahdanau decoder's loop over the target with additive attention; `GRULayer` is the
 encoder's bidirectional GRU layer (as ``nn.GRU`` over packed sequences computes it) and the Luong decoder's GRU
 without input feeding. Both compute every weight gradient once after the loop, as one large product over all
-steps. In float32 on the CPU the element-wise work of each step (the GRU cell, the additive attention; forward
-and backward) runs in compiled kernels (`s2s_attn.model.kernels`) when they are available, and the Python code
-beside each call is what they compute.
+steps. In float32 on the CPU the element-wise work of each step (the GRU cell, the additive attention and its
+context; forward and backward) runs in compiled kernels (`s2s_attn.model.kernels`) when they are available, and
+the Python code beside each call is what they compute.
 
 The decoder's loop
 ------------------
@@ -138,7 +138,7 @@ class AdditiveRecurrence(torch.autograd.Function):
         hidden_n = h0.new_empty((steps, batch, size))  # (W_hh s_{t-1} + b_hh)'s n part
         cells = kernels.applies(h0, keys_proj, values, energy_weight)  # compiled element-wise work, or None
         if cells is not None:
-            keys_proj, mask = keys_proj.contiguous(), mask.contiguous()
+            keys_proj, values, mask = keys_proj.contiguous(), values.contiguous(), mask.contiguous()
         h = h0
         hq_product, ctx_product = _PackedProduct(hq_weight, batch, low), _PackedProduct(ctx_weight, batch, low)
         for t in range(steps):
@@ -151,7 +151,11 @@ class AdditiveRecurrence(torch.autograd.Function):
                 energy = torch.add(query.unsqueeze(1), keys_proj, out=energies[t]).tanh_()  # (B, S, A)
                 weight = masked_softmax(torch.matmul(energy, energy_weight), mask)  # (B, S), exactly 0 on padding
                 weights[t] = weight
-            context = torch.bmm(weight.unsqueeze(1), values, out=contexts[t].unsqueeze(1)).squeeze(1)  # (B, C)
+            if cells is not None:  # the bmm below, at memory speed
+                cells.attention_context(weight, values, contexts[t])
+                context = contexts[t]
+            else:
+                context = torch.bmm(weight.unsqueeze(1), values, out=contexts[t].unsqueeze(1)).squeeze(1)  # (B, C)
             gi = ctx_product(context, emb_gates[:, t])  # (B, G)
             if cells is not None:  # the GRU update below, in one pass
                 cells.gru_forward(gi, gh, h, rz[t], candidates[t], states[t + 1], hidden_n[t], None)
@@ -196,6 +200,7 @@ class AdditiveRecurrence(torch.autograd.Function):
             d_tops, d_contexts, d_attention = (None if g is None else g.contiguous()
                                                for g in (d_tops, d_contexts, d_attention))
             carry = torch.empty_like(dh)
+            d_weight_buffer = weights.new_empty(weights.shape[1:])  # (B, S)
         for t in reversed(range(steps)):
             if cells is not None:  # the GRU's backward below in one pass, carry = dh * z
                 cells.gru_backward(dh, None if d_tops is None else d_tops[:, t], rz[t], candidates[t], states[t],
@@ -220,9 +225,14 @@ class AdditiveRecurrence(torch.autograd.Function):
                 d_context = d_context_all[t].copy_(torch.mm(d_gi[t].to(low), ctx_weight))
             if d_contexts is not None:
                 d_context.add_(d_contexts[:, t])
-            d_weight = torch.bmm(values, d_context.unsqueeze(2)).squeeze(2)  # (B, S)
-            if d_attention is not None:
-                d_weight = d_weight + d_attention[:, t]
+            if cells is not None:  # the bmm and addition below in one pass
+                d_weight = d_weight_buffer
+                cells.attention_context_backward(values, d_context, None if d_attention is None else d_attention[:, t],
+                                                 d_weight)
+            else:
+                d_weight = torch.bmm(values, d_context.unsqueeze(2)).squeeze(2)  # (B, S)
+                if d_attention is not None:
+                    d_weight = d_weight + d_attention[:, t]
             if cells is not None:  # the attention's backward below, in one pass
                 cells.additive_attention_backward(d_weight, weights[t], energies[t], energy_weight, d_keys,
                                                   d_hq[t, :, gates:], d_scores_all[t])

@@ -110,6 +110,26 @@ def test_the_kernels_keep_the_encoders_packed_sequence_semantics(compiled, monke
         assert_as_accurate(grads[name], plain_grads[name], exact, name)
 
 
+@pytest.mark.parametrize("size", [10, 70, 512])  # a row tail only, whole blocks and a tail, whole blocks
+def test_the_attention_context_kernels_compute_the_loops_bmm(compiled, size):
+    generator = torch.Generator().manual_seed(size)
+    batch, src = 5, 7
+    values = torch.randn(batch, src, size, generator=generator)
+    weights = torch.softmax(torch.randn(batch, 3, src, generator=generator), dim=-1)[:, 1]  # rows of a larger tensor
+    weights[2, 4:] = 0.0  # padding
+    context = torch.full((batch, size), float("nan"))
+    kernels.ops().attention_context(weights, values, context)
+    torch.testing.assert_close(context, torch.bmm(weights.unsqueeze(1), values).squeeze(1), rtol=1e-5, atol=1e-6)
+    d_context = torch.randn(batch, size, generator=generator)
+    d_extra = torch.randn(batch, 2, src, generator=generator)[:, 0]
+    expected = torch.bmm(values, d_context.unsqueeze(2)).squeeze(2)
+    d_weights = torch.full((batch, src), float("nan"))
+    kernels.ops().attention_context_backward(values, d_context, None, d_weights)
+    torch.testing.assert_close(d_weights, expected, rtol=1e-5, atol=1e-5)
+    kernels.ops().attention_context_backward(values, d_context, d_extra, d_weights)
+    torch.testing.assert_close(d_weights, expected + d_extra, rtol=1e-5, atol=1e-5)
+
+
 def test_the_kernels_run_on_float32_cpu_tensors_only(compiled):
     assert kernels.applies(torch.zeros(2, dtype=torch.float32)) is not None
     assert kernels.applies(torch.zeros(2, dtype=torch.float64)) is None

@@ -1,5 +1,5 @@
 // Compiled CPU kernels for the element-wise work of training and decoding: the recurrent loops' GRU cell and
-// additive attention (one pass per step instead of one ATen call per operation), dropout (mask and scaling in one
+// additive attention and its context (one pass per step instead of one ATen call per operation), dropout (mask and scaling in one
 // pass), and beam search's step (attention over one copy of a sentence's keys for all its beams, the mixture of
 // its projected values, and the log-sum-exp and block maxima of the logits in one read).
 //
@@ -504,6 +504,77 @@ void block_log_softmax(const Tensor& logits, int64_t block, Tensor lse, Tensor b
   });
 }
 
+// The attention's context for one step of the training loop: context (B, C) = sum_s weights[b, s] x values[b, s, :],
+// values (B, S, C) contiguous. What torch.bmm(weights (B, 1, S), values) computes, at memory speed. On the 2-core
+// AMD EPYC, B 64, S 14, C 512: 31 -> 17 us; the backward's bmm (B, S, C) x (B, C, 1) and addition 277 -> 23 us.
+void attention_context(const Tensor& weights, const Tensor& values, Tensor context) {
+  TORCH_CHECK(values.dim() == 3 && values.is_contiguous(), "values must be a contiguous (B, S, C) tensor");
+  const int64_t batch = values.size(0), src = values.size(1), size = values.size(2);
+  const float* w_p = rows_of(weights, batch, src, "weights");
+  const float* v_p = rows_of(values.view({batch * src, size}), batch * src, size, "values");
+  float* c_p = rows_of_mut(context, batch, size, "context");
+  const int64_t w_s = weights.stride(0), c_s = context.stride(0);
+  constexpr int64_t kV = Vec::size();
+  constexpr int64_t kCols = 4;  // four vectors of columns per pass over the source positions
+  at::parallel_for(0, batch, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const float* wb = w_p + b * w_s;
+      const float* vb = v_p + b * src * size;
+      float* cb = c_p + b * c_s;
+      int64_t j = 0;
+      for (; j + kCols * kV <= size; j += kCols * kV) {
+        Vec acc[kCols] = {Vec(0.0f), Vec(0.0f), Vec(0.0f), Vec(0.0f)};
+        for (int64_t s = 0; s < src; ++s) {
+          const Vec w(wb[s]);
+          for (int64_t c = 0; c < kCols; ++c) {
+            acc[c] = at::vec::fmadd(w, Vec::loadu(vb + s * size + j + c * kV), acc[c]);
+          }
+        }
+        for (int64_t c = 0; c < kCols; ++c) {
+          acc[c].store(cb + j + c * kV);
+        }
+      }
+      for (; j < size; j += kV) {
+        const int64_t c = std::min<int64_t>(kV, size - j);
+        Vec acc(0.0f);
+        for (int64_t s = 0; s < src; ++s) {
+          acc = at::vec::fmadd(Vec(wb[s]), load(vb + s * size + j, c), acc);
+        }
+        store(acc, cb + j, c);
+      }
+    }
+  });
+}
+
+// The gradient of attention_context's weights: d_weights (B, S) = values[b, s, :] . d_context[b, :], plus
+// d_extra (B, S) when given (the gradient the weights get from elsewhere).
+void attention_context_backward(const Tensor& values, const Tensor& d_context, const std::optional<Tensor>& d_extra,
+                                Tensor d_weights) {
+  TORCH_CHECK(values.dim() == 3 && values.is_contiguous(), "values must be a contiguous (B, S, C) tensor");
+  const int64_t batch = values.size(0), src = values.size(1), size = values.size(2);
+  const float* v_p = rows_of(values.view({batch * src, size}), batch * src, size, "values");
+  const float* dc_p = rows_of(d_context, batch, size, "d_context");
+  const float* dx_p = d_extra.has_value() ? rows_of(*d_extra, batch, src, "d_extra") : nullptr;
+  float* dw_p = rows_of_mut(d_weights, batch, src, "d_weights");
+  const int64_t dc_s = d_context.stride(0), dw_s = d_weights.stride(0);
+  const int64_t dx_s = d_extra.has_value() ? d_extra->stride(0) : 0;
+  at::parallel_for(0, batch, kRowsPerTask, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const float* dcb = dc_p + b * dc_s;
+      for (int64_t s = 0; s < src; ++s) {
+        const float* vs = v_p + (b * src + s) * size;
+        Vec acc(0.0f);
+        for (int64_t j = 0; j < size; j += Vec::size()) {
+          const int64_t c = std::min<int64_t>(Vec::size(), size - j);
+          acc = at::vec::fmadd(load(vs + j, c), load(dcb + j, c), acc);
+        }
+        const float dot = at::vec::vec_reduce_all<float>([](const Vec& x, const Vec& y) { return x + y; }, acc);
+        dw_p[b * dw_s + s] = dx_p == nullptr ? dot : dot + dx_p[b * dx_s + s];
+      }
+    }
+  });
+}
+
 // The backward of additive_attention_forward for one step, from d_weights (B, S), the gradient of the weights:
 //   d_scores = w * (d_w - sum_s w d_w)                       (B, S), written to d_scores
 //   d_e_bs   = (1 - e_bs^2) * d_scores_bs * v                  added to d_keys (B, S, A)
@@ -718,6 +789,8 @@ TORCH_LIBRARY(s2s_attn, m) {
         "Tensor(b!) weights) -> ()");
   m.def("additive_attention_backward(Tensor d_weights, Tensor weights, Tensor energies, Tensor v, "
         "Tensor(a!) d_keys, Tensor(b!) d_query, Tensor(c!) d_scores) -> ()");
+  m.def("attention_context(Tensor weights, Tensor values, Tensor(a!) context) -> ()");
+  m.def("attention_context_backward(Tensor values, Tensor d_context, Tensor? d_extra, Tensor(a!) d_weights) -> ()");
   m.def("beam_additive_attention(Tensor query, Tensor keys, Tensor v, Tensor mask, int width, Tensor(a!) weights) "
         "-> ()");
   m.def("beam_mix(Tensor weights, Tensor values, int width, Tensor table, Tensor prev, Tensor(a!) out) -> ()");
@@ -734,6 +807,8 @@ TORCH_LIBRARY_IMPL(s2s_attn, CPU, m) {
   m.impl("gru_backward", gru_backward);
   m.impl("additive_attention_forward", additive_attention_forward);
   m.impl("additive_attention_backward", additive_attention_backward);
+  m.impl("attention_context", attention_context);
+  m.impl("attention_context_backward", attention_context_backward);
   m.impl("beam_additive_attention", beam_additive_attention);
   m.impl("beam_mix", beam_mix);
   m.impl("block_log_softmax", block_log_softmax);
