@@ -1,7 +1,7 @@
 // Compiled CPU kernels for the element-wise work of training and decoding: the recurrent loops' GRU cell and
-// additive attention and its context (one pass per step instead of one ATen call per operation), dropout (mask and scaling in one
-// pass), and beam search's step (attention over one copy of a sentence's keys for all its beams, the mixture of
-// its projected values, and the log-sum-exp and block maxima of the logits in one read).
+// additive attention and its context (one pass per step instead of one ATen call per operation), dropout (mask and
+// scaling in one pass), and beam search's step (attention over one copy of a sentence's keys for all its beams, the
+// mixture of its projected values, and the log-sum-exp and block maxima of the logits in one read).
 //
 // Built on first use by s2s_attn/model/kernels.py (torch.utils.cpp_extension.load) and registered as
 // torch.ops.s2s_attn.*. Every function reads and writes float32 CPU tensors given to it (2-D, rows x columns,
