@@ -8,22 +8,26 @@
     python scripts/benchmark.py --checkpoint outputs/eng_fra-bahdanau/<date_time>   # decoding of a trained model
     python scripts/benchmark.py --peer onmt_mlp --peer-seconds 600   # OpenNMT-py beside us, on its split
 
-Each configuration runs in its own process (so peak RSS is its own), on the same prepared data:
-``--warmup`` training steps, then ``--steps`` timed steps (target tokens/s and sentences/s in steady
-state), then greedy and beam-5 decoding of ``--decode`` test sentences in batches of 64 (sentences/s;
-after a warm-up of 64 sentences, which also builds the decoding tables of the now frozen model).
-Keys: config, overrides, train_tok_s, train_sent_s, steps, peak_rss_mib, greedy_sent_s, beam5_sent_s,
-threads, params, and the arithmetic: mflop_per_tok (FLOPs of a training step per target token, counted
-by ``torch.utils.flop_counter`` on real batches), gflops (achieved: that x train_tok_s), gemm_gflops
-(an fp32 matmul of the whole-batch output-layer shape, 704 x 512 x 8000, measured in the same process on
-the same threads: the faster of torch.matmul and the library the training loops multiply with,
-gemm_backend), gemm_gflops_step (the per-step GRU shape, 64 x 512 x 1536) and gemm_share
-(gflops / gemm_gflops: the share of the machine's matrix-multiply ceiling the training step reaches).
+Each configuration runs in its own process (so peak RSS is its own), on the same prepared data: ``--warmup``
+training steps, then ``--steps`` timed steps (target tokens/s and sentences/s in steady state), then greedy and
+beam-5 decoding of ``--decode`` test sentences in batches of 64 (sentences/s; after a warm-up of 64 sentences,
+which also builds the decoding tables of the now frozen model). Keys: config, overrides, train_tok_s (all timed
+steps), train_tok_s_median and train_tok_s_windows (the median and the list of the target tokens/s of each 50-step
+window: the peers' statistic, below), train_sent_s, steps, peak_rss_mib, greedy_sent_s, beam5_sent_s, threads,
+params, and the arithmetic: mflop_per_tok (FLOPs of a training step per target token, counted by
+``torch.utils.flop_counter`` on real batches), gflops (achieved: that x train_tok_s), gemm_gflops (an fp32 matmul
+of the whole-batch output-layer shape, 704 x 512 x 8000, measured in the same process on the same threads: the
+faster of torch.matmul and the library the training loops multiply with, gemm_backend), gemm_gflops_step (the
+per-step GRU shape, 64 x 512 x 1536) and gemm_share (gflops / gemm_gflops: the share of the machine's
+matrix-multiply ceiling the training step reaches).
 
 ``--peer RUN`` (onmt_mlp, onmt_general, joey_bahdanau, joey_luong) first installs and trains that peer
 with the scripts of ``../shared/bench/peers`` (setup.sh, run_all.sh; package registries only) for
 ``--peer-seconds``, prints its figures (config "peer:RUN"), then measures our configurations on the
-peers' own split, and prints the ratios ours / peer (config "ratio:..."), all from this one run.
+peers' own split, and prints the ratios ours / peer (config "ratio:..."), all from this one run. A peer's
+train_tok_s is the median of its 50-step windows' logged rates after warm-up (their parse_throughput.py);
+the ratio's train_tok_s divides our rate over all timed steps by it, train_tok_s_median our median 50-step
+window (the same statistic on both sides: one slow phase of a shared machine moves a median less).
 
 ``--checkpoint RUN_DIR`` measures decoding of a trained model instead, on its run's test split: greedy
 and beam 5 in batches of ``--batch-size`` (default: s2s-translate's, 128; the side-by-side runs above decode
@@ -39,6 +43,7 @@ import argparse
 import json
 import math
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -61,6 +66,8 @@ DEFAULT_CONFIGS = [
 # fp32 matrix products at the shapes that dominate this model (as ../shared/bench/peers/matmul_bench.py):
 # (M, K, N) for one decoder step of a batch of 64, and for the output layer over a whole batch at once
 GEMM_SHAPES = {"step": (64, 512, 1536), "batch": (704, 512, 8000)}
+
+WINDOW_STEPS = 50  # the peers' progress lines come every 50 steps; parse_throughput.py takes the median window
 
 
 def gemm_gflops(shape: tuple[int, int, int], product=None, seconds: float = 1.0) -> float:
@@ -220,12 +227,20 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
         run_step(next(batches)[2].to(device))
     flops_per_token = count_flops_per_token(run_step, batches, device)
     tokens = sentences = 0
-    start = time.perf_counter()
-    for _ in range(steps):
+    window_rates, window_tokens, window_start = [], 0, time.perf_counter()
+    start = window_start
+    for step in range(1, steps + 1):
         batch = next(batches)[2].to(device)
         _, n_tokens, _ = run_step(batch)
         tokens += n_tokens
+        window_tokens += n_tokens
         sentences += batch.src.size(0)
+        if step % WINDOW_STEPS == 0:  # the peers' statistic: target tokens/s of each 50-step window
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            window_rates.append(window_tokens / (now - window_start))
+            window_tokens, window_start = 0, now
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_seconds = time.perf_counter() - start
@@ -246,6 +261,8 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
         "config": name,
         "overrides": " ".join(overrides),
         "train_tok_s": round(train_tok_s, 1),
+        "train_tok_s_median": round(statistics.median(window_rates), 1) if window_rates else None,
+        "train_tok_s_windows": [round(rate) for rate in window_rates],
         "mflop_per_tok": round(flops_per_token / 1e6, 2),
         "gflops": round(achieved, 1),
         "gemm_gflops": round(ceiling["batch"], 1) if ceiling else None,
@@ -309,11 +326,15 @@ def run_peer(run: str, bench: Path, peers_dir: Path, seconds: int) -> dict:
 
 
 def ratios(ours: dict, peer: dict) -> dict:
-    """ours / peer for the speed figures (higher is better) and peak RSS (lower is better)."""
+    """ours / peer for the speed figures (higher is better) and peak RSS (lower is better); training both as our
+    rate over all timed steps (train_tok_s) and as our median 50-step window (train_tok_s_median) over the peer's
+    median window."""
     result = {"config": f"ratio:{ours['config']}/{peer['config']}"}
     for key in ("train_tok_s", "greedy_sent_s", "beam5_sent_s", "peak_rss_mib"):
         if ours.get(key) and peer.get(key):
             result[key] = round(float(ours[key]) / float(peer[key]), 2)
+    if ours.get("train_tok_s_median") and peer.get("train_tok_s"):  # the same statistic on both sides
+        result["train_tok_s_median"] = round(float(ours["train_tok_s_median"]) / float(peer["train_tok_s"]), 2)
     return result
 
 
