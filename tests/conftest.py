@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -85,3 +86,15 @@ def _model_variants() -> list:
 def any_tiny_model(request):
     """Every decoder style (luong with and without input feeding) x every registered attention."""
     return _make_tiny_model(**request.param)
+
+
+BENCHMARK_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+
+
+@pytest.fixture
+def benchmark_script():
+    """scripts/benchmark.py loaded as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("benchmark_script", BENCHMARK_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,22 +2,15 @@
 on the CPU), which PyTorch's FLOP counter does not know: without them it reported 26.1 MFLOP per target token
 for a step that does 29.6."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
-
 
 @pytest.mark.skipif(not (torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")),
                     reason="this PyTorch build has no MKL packed product")
-def test_packed_products_are_counted_as_two_flops_per_multiply_add():
-    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+def test_packed_products_are_counted_as_two_flops_per_multiply_add(benchmark_script):
+    benchmark = benchmark_script
     benchmark._count_packed_products()
     benchmark._count_packed_products()  # a second call (a second configuration) registers nothing twice
     rows, inner, outer = 6, 5, 7
@@ -29,10 +22,8 @@ def test_packed_products_are_counted_as_two_flops_per_multiply_add():
 
 
 @pytest.mark.skipif(not hasattr(torch.ops.mkldnn, "_linear_pointwise"), reason="this PyTorch build has no oneDNN")
-def test_onednn_products_are_counted_as_two_flops_per_multiply_add():
-    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+def test_onednn_products_are_counted_as_two_flops_per_multiply_add(benchmark_script):
+    benchmark = benchmark_script
     benchmark._count_packed_products()
     benchmark._count_packed_products()
     rows, inner, outer = 6, 5, 7

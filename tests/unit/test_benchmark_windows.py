@@ -2,7 +2,6 @@
 target tokens/s of each 50-step window and their median (the peers' parse_throughput.py statistic), and the
 side-by-side ratio compares like with like (our median window over the peer's)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,15 +11,8 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    return benchmark
-
-
-def test_ratio_gives_both_our_overall_rate_and_our_median_window_over_the_peers_median_window():
-    benchmark = load_script()
+def test_ratio_gives_both_our_overall_rate_and_our_median_window_over_the_peers_median_window(benchmark_script):
+    benchmark = benchmark_script
     ours = {"config": "bahdanau", "train_tok_s": 3000.0, "train_tok_s_median": 3300.0, "greedy_sent_s": 900.0,
             "beam5_sent_s": 300.0, "peak_rss_mib": 800.0}
     peer = {"config": "peer:onmt_mlp", "train_tok_s": 1500, "greedy_sent_s": 300.0, "beam5_sent_s": 100.0,
