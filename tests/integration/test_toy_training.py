@@ -1,7 +1,6 @@
-"""The synthetic tasks train to >= 95% exact match in a minute or so on a CPU, with every attention
-variant and both decoder styles."""
-
-import time
+"""The synthetic tasks train to >= 95% exact match within a fixed number of steps (a minute or so on a
+2-core CPU), with every attention variant and both decoder styles. The bound is on steps, not wall-clock
+time: a shared machine's slow phase must not fail a test; the suite's overall budget is what CI times."""
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -41,16 +40,14 @@ def exact_match(tmp_path, run_dir) -> float:
 
 
 @pytest.mark.slow
-def test_toy_reversal_reaches_95_percent_exact_match_within_ninety_seconds(tmp_path):
+def test_toy_reversal_reaches_95_percent_exact_match_within_1500_steps(tmp_path):
     # 1,500 steps: the reversal sits on a loss plateau for a few hundred steps, and the step at which it
     # leaves it moves with rounding-level changes (fused instead of multi-tensor Adam alone turned 95% exact
     # match at step 900 into 55% for this seed); by step 1,500 it is at 100% (about 50 s on 2 cores)
-    start = time.time()
     results = train(toy_config(tmp_path, "trainer.max_steps=1500", "trainer.eval_every=500"), tmp_path / "run")
-    elapsed = time.time() - start
     exact = exact_match(tmp_path, tmp_path / "run")
+    assert results["steps"] == 1500  # the step budget is the bound (patience 0: no early stop)
     assert exact >= 0.95, f"exact match {exact:.1%} after {results['steps']} steps"
-    assert elapsed < 90, f"took {elapsed:.0f}s"
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
@@ -72,16 +69,14 @@ VARIANTS = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("attention,decoder,input_feeding", VARIANTS)
-def test_every_variant_learns_the_copy_task_within_a_minute(tmp_path, attention, decoder, input_feeding):
-    start = time.time()
+def test_every_variant_learns_the_copy_task_within_800_steps(tmp_path, attention, decoder, input_feeding):
     cfg = toy_config(tmp_path, "data.toy_task=copy", "trainer.max_steps=800", f"attention={attention}",
                      "attention.size=128", f"model.decoder={decoder}", f"model.input_feeding={input_feeding}",
                      "model.init=xavier", "logger.attention_images=0")
     results = train(cfg, tmp_path / "run")
-    elapsed = time.time() - start
     exact = exact_match(tmp_path, tmp_path / "run")
+    assert results["steps"] == 800  # the step budget is the bound
     assert exact >= 0.95, f"{attention}/{decoder}: exact match {exact:.1%} after {results['steps']} steps"
-    assert elapsed < 60, f"took {elapsed:.0f}s"
 
 
 def test_same_seed_gives_the_same_loss_curve(tmp_path):
