@@ -124,6 +124,12 @@ def _admit(x: Tensor, weight: Tensor) -> bool:
     return True
 
 
+def onednn_takes(x: Tensor, weight: Tensor) -> bool:
+    """Whether `linear` would give x @ weight.T to oneDNN (a repeating shape): for the compiled loops, which make
+    the same choice in C++ (`s2s_attn.model.kernels`)."""
+    return _onednn(x, weight) and _dense(weight) and _admit(x, weight)
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, out: Tensor | None = None,
            repeats: bool = True) -> Tensor:
     """bias + x @ weight.T: x (M, K), weight (N, K) (contiguous or a transposed view of a contiguous matrix for

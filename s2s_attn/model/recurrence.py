@@ -5,7 +5,9 @@ encoder's bidirectional GRU layer (as ``nn.GRU`` over packed sequences computes 
 without input feeding. Both compute every weight gradient once after the loop, as one large product over all
 steps. In float32 on the CPU the element-wise work of each step (the GRU cell, the additive attention and its
 context; forward and backward) runs in compiled kernels (`s2s_attn.model.kernels`) when they are available, and
-the Python code beside each call is what they compute.
+the Python code beside each call is what they compute; `GRULayer`'s whole loop then runs in C++
+(``gru_layer_forward`` / ``gru_layer_backward``, the encoder's two directions side by side on the two threads), and
+without gradients (decoding's encoder) its forward loop alone (``gru_layer_inference``).
 
 The decoder's loop
 ------------------
@@ -297,6 +299,11 @@ def additive_recurrence(decoder, emb: Tensor, h0: Tensor, keys_proj: Tensor, val
                                     attention.energy_layer.weight.view(-1), _low_precision(emb.device.type))
 
 
+#: whether `GRULayer` runs its loops in C++ where the kernels apply (False: the Python loops over the same kernels and
+#: products; tests compare the two)
+COMPILED_LAYER_LOOP = True
+
+
 class GRULayer(torch.autograd.Function):
     """One GRU layer, one or two directions, with its own backward.
 
@@ -336,11 +343,31 @@ class GRULayer(torch.autograd.Function):
         size = gates // 3
         states = input_gates.new_empty((steps + 1, directions, batch, size))  # the state before each step, the last
         states[0] = 0.0 if h0 is None else h0
-        hidden_gates = input_gates.new_empty((steps, directions, batch, gates))  # W_hh h + b_hh
         rz = input_gates.new_empty((steps, directions, batch, 2 * size))
         candidates = input_gates.new_empty((steps, directions, batch, size))
+        cells = kernels.applies(input_gates, hh_weight, hh_bias)  # compiled element-wise work, or None
+        ctx.cells, ctx.compiled_loop = cells, COMPILED_LAYER_LOOP and cells is not None and low is None
+        if ctx.compiled_loop:  # the loop of `_forward_steps` in C++ (`gru_layer_forward`), no Python between steps
+            hidden_n = input_gates.new_empty((steps, directions, batch, size))  # (W_hh h + b_hh)'s n part
+            ctx.onednn = gemm.onednn_takes(states[0, 0], hh_weight[0])
+            cells.gru_layer_forward(input_gates.contiguous(), hh_weight.contiguous(), hh_bias.contiguous(),
+                                    None if step_mask is None else step_mask.contiguous(), states, rz, candidates,
+                                    hidden_n, ctx.onednn)
+        else:
+            hidden_n = GRULayer._forward_steps(input_gates, hh_weight, hh_bias, step_mask, states, rz, candidates,
+                                               cells, low)
+        ctx.save_for_backward(states, rz, candidates, hidden_n, hh_weight, step_mask)
+        outputs = states[1:].clone() if step_mask is None else states[1:] * step_mask  # 0 where the mask is False
+        return outputs, states[-1].clone()
+
+    @staticmethod
+    def _forward_steps(input_gates, hh_weight, hh_bias, step_mask, states, rz, candidates, cells, low) -> Tensor:
+        """The forward loop: writes states[1:], rz and candidates -> hidden_n (S, D, B, H), the n part of
+        W_hh h + b_hh."""
+        steps, directions, batch, gates = input_gates.shape
+        size = gates // 3
+        hidden_gates = input_gates.new_empty((steps, directions, batch, gates))  # W_hh h + b_hh
         weight_t, bias = hh_weight.transpose(1, 2), hh_bias.unsqueeze(1)  # (D, H, G), (D, 1, G)
-        cells = kernels.applies(input_gates)  # compiled element-wise work, or None
         rows = directions * batch  # the kernels see all directions' rows as one (D B, ...) matrix
         # one direction (the Luong decoder): a plain product, with the weight packed once in float32
         packed = _PackedProduct(hh_weight[0], batch, low) if directions == 1 else None
@@ -371,10 +398,7 @@ class GRULayer(torch.autograd.Function):
                 torch.addcmul(n, z, h - n, out=states[t + 1])  # (1 - z) * n + z * h
             else:  # past a sentence's end (or before its start) the state stays
                 torch.where(step_mask[t], torch.addcmul(n, z, h - n), h, out=states[t + 1])
-        ctx.cells = cells
-        ctx.save_for_backward(states, rz, candidates, hidden_gates, hh_weight, step_mask)
-        outputs = states[1:].clone() if step_mask is None else states[1:] * step_mask  # 0 where the mask is False
-        return outputs, states[-1].clone()
+        return hidden_gates[..., 2 * size :]
 
     @staticmethod
     def backward(ctx, d_outputs, d_final):
@@ -385,20 +409,44 @@ class GRULayer(torch.autograd.Function):
     @staticmethod
     def _backward(ctx, d_outputs, d_final):
         low = ctx.low
-        states, rz, candidates, hidden_gates, hh_weight, step_mask = ctx.saved_tensors
+        states, rz, candidates, hidden_n, hh_weight, step_mask = ctx.saved_tensors
         previous = states[:-1]
         steps, directions, batch, size = previous.shape
-        hidden_n = hidden_gates[..., 2 * size :]
         gates = 3 * size
         d_gi = previous.new_empty((steps, directions, batch, gates))
         d_gh = previous.new_empty((steps, directions, batch, gates))
         dh = d_final.clone() if d_final is not None else previous.new_zeros((directions, batch, size))
-        cells, rows = ctx.cells, directions * batch
-        per_direction = low is None and gemm.backend() == "onednn"
-        if cells is not None:
+        cells = ctx.cells
+        if cells is not None:  # the kernels take unit column strides (autograd may hand over expanded tensors)
             d_outputs = None if d_outputs is None else d_outputs.contiguous()
-            carry = torch.empty_like(dh)
-        for t in reversed(range(steps)):
+        if ctx.compiled_loop:  # `_backward_steps` in C++ (`gru_layer_backward`), dh becoming the initial states'
+            cells.gru_layer_backward(previous, rz, candidates, hidden_n, hh_weight.contiguous(),
+                                     None if step_mask is None else step_mask.contiguous(), d_outputs, dh, d_gi, d_gh,
+                                     ctx.onednn)
+        else:
+            dh = GRULayer._backward_steps(previous, rz, candidates, hidden_n, hh_weight, step_mask, d_outputs, dh, d_gi,
+                                          d_gh, cells, low)
+        rows = steps * batch
+        d_weight = d_bias = None
+        if ctx.needs_input_grad[1]:  # (D, G, rows) x (D, rows, H)
+            flat_d_gh = _operand(d_gh.transpose(0, 1).reshape(directions, rows, gates), low)
+            flat_previous = _operand(previous.transpose(0, 1).reshape(directions, rows, size), low)
+            d_weight = torch.bmm(flat_d_gh.transpose(1, 2), flat_previous)
+        if ctx.needs_input_grad[2]:
+            d_bias = d_gh.sum(0).sum(1)  # (D, G); one sum over dims (0, 2): 0.58 ms for (10, 2, 64, 768), this 0.08
+        d_h0 = dh if ctx.needs_input_grad[4] else None
+        return d_gi, d_weight, d_bias, None, d_h0
+
+    @staticmethod
+    def _backward_steps(previous, rz, candidates, hidden_n, hh_weight, step_mask, d_outputs, dh, d_gi, d_gh, cells,
+                        low) -> Tensor:
+        """The backward loop, last step first: writes d_gi and d_gh -> the initial states' gradient (D, B, H), from
+        dh (D, B, H), the final states'."""
+        steps, directions, batch, size = previous.shape
+        gates, rows = 3 * size, directions * batch
+        per_direction = low is None and gemm.backend() == "onednn"
+        carry = torch.empty_like(dh) if cells is not None else None
+        for t in range(steps - 1, -1, -1):
             if cells is not None:  # the step's backward below up to the product, in one pass
                 cells.gru_backward(dh.view(rows, size), None if d_outputs is None else d_outputs[t].view(rows, size),
                                    rz[t].view(rows, -1), candidates[t].view(rows, size), previous[t].view(rows, size),
@@ -424,26 +472,48 @@ class GRULayer(torch.autograd.Function):
                 dh = torch.baddbmm(carry, d_gh[t], hh_weight)  # (D, B, H)
             else:
                 dh = carry + torch.bmm(d_gh[t].to(low), hh_weight)
-        rows = steps * batch
-        d_weight = d_bias = None
-        if ctx.needs_input_grad[1]:  # (D, G, rows) x (D, rows, H)
-            flat_d_gh = _operand(d_gh.transpose(0, 1).reshape(directions, rows, gates), low)
-            flat_previous = _operand(previous.transpose(0, 1).reshape(directions, rows, size), low)
-            d_weight = torch.bmm(flat_d_gh.transpose(1, 2), flat_previous)
-        if ctx.needs_input_grad[2]:
-            d_bias = d_gh.sum(0).sum(1)  # (D, G); one sum over dims (0, 2): 0.58 ms for (10, 2, 64, 768), this 0.08
-        d_h0 = dh if ctx.needs_input_grad[4] else None
-        return d_gi, d_weight, d_bias, None, d_h0
-
+        return dh
 
 def fused_gru_applies(rnn: torch.nn.GRU, x: Tensor) -> bool:
     """Whether `GRULayer` (`bidirectional_gru`, `unidirectional_gru`) stands in for ``rnn``: one layer with biases,
-    on the CPU, fp32 or fp64 without autocast or bf16 autocast, and gradients on. Without gradients (decoding)
-    nn.GRU's loop in C++ is faster: the batched beam search of the 2,000 test sentences ran 7% slower with this
-    one, one sentence at a time 5%. On a GPU nn.GRU is cuDNN's fused recurrence, which a loop of per-step kernel
-    launches would not beat (not measured here: this project's machines have no GPU)."""
-    return (rnn.num_layers == 1 and rnn.bias and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and torch.is_grad_enabled() and _autocast_supported(x.device.type))
+    on the CPU, fp32 or fp64 without autocast or bf16 autocast, and gradients on; or, without gradients
+    (decoding, validation), float32 without autocast where the compiled kernels run (`_inference_layer`). Without
+    gradients and kernels nn.GRU's loop in C++ is faster than the Python loop: the batched beam search of the 2,000
+    test sentences ran 7% slower with it, one sentence at a time 5%. On a GPU nn.GRU is cuDNN's fused recurrence,
+    which a loop of per-step kernel launches would not beat (not measured here: this project's machines have no
+    GPU)."""
+    if not (rnn.num_layers == 1 and rnn.bias and x.device.type == "cpu"):
+        return False
+    if not torch.is_grad_enabled():
+        return _inference_layer(x) is not None
+    return x.dtype in (torch.float32, torch.float64) and _autocast_supported(x.device.type)
+
+
+def _inference_layer(x: Tensor):
+    """The compiled kernels when a layer without gradients runs in C++ (`gru_layer_inference`: float32 on the CPU,
+    no autocast), else None."""
+    if torch.is_grad_enabled() or x.dtype != torch.float32 or torch.is_autocast_enabled(x.device.type):
+        return None
+    return kernels.applies(x)
+
+
+def _gru_layer(input_gates: Tensor, hh_weight: Tensor, hh_bias: Tensor, step_mask: Tensor | None,
+               h0: Tensor | None, low: torch.dtype | None) -> tuple[Tensor, Tensor]:
+    """`GRULayer` (same arguments and results); without gradients, where `_inference_layer` applies, its forward
+    loop alone in C++ with decoding's tanh and sigmoid (nothing recorded for a backward): greedy decoding of the
+    benchmark's 2,000 test sentences (Luong general, 2 threads, nn.GRU and this in turn, six rounds) ran 1,194 ->
+    1,252 sentences/s (median), ~80 ms less for the encoder."""
+    cells = _inference_layer(input_gates)
+    if cells is None:
+        return GRULayer.apply(input_gates, hh_weight, hh_bias, step_mask, h0, low)
+    steps, directions, batch, gates = input_gates.shape
+    states = input_gates.new_empty((steps + 1, directions, batch, gates // 3))
+    states[0] = 0.0 if h0 is None else h0
+    cells.gru_layer_inference(input_gates.contiguous(), hh_weight.contiguous(), hh_bias.contiguous(),
+                              None if step_mask is None else step_mask.contiguous(), states,
+                              gemm.onednn_takes(states[0, 0], hh_weight[0]))
+    outputs = states[1:] if step_mask is None else states[1:] * step_mask  # 0 where the mask is False
+    return outputs, states[-1]
 
 
 def bidirectional_gru(rnn: torch.nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -461,7 +531,7 @@ def bidirectional_gru(rnn: torch.nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Te
     step_mask = torch.stack([real, real.flip(0)], dim=1).unsqueeze(-1)  # (S, 2, B, 1)
     hh_weight = torch.stack([rnn.weight_hh_l0, rnn.weight_hh_l0_reverse])  # (2, G, H)
     hh_bias = torch.stack([rnn.bias_hh_l0, rnn.bias_hh_l0_reverse])
-    states, final = GRULayer.apply(input_gates, hh_weight, hh_bias, step_mask, None, _low_precision(x.device.type))
+    states, final = _gru_layer(input_gates, hh_weight, hh_bias, step_mask, None, _low_precision(x.device.type))
     outputs = torch.cat([states[:, 0], states[:, 1].flip(0)], dim=-1).transpose(0, 1)  # (B, S, 2H)
     return outputs, final
 
@@ -470,6 +540,6 @@ def unidirectional_gru(rnn: torch.nn.GRU, x: Tensor, h0: Tensor) -> Tensor:
     """``rnn`` (one layer, one direction, batch first) over every position of x (B, T, E) from h0 (1, B, H), as
     ``rnn(x, h0)[0]`` computes it: -> outputs (B, T, H)."""
     gi = torch.nn.functional.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0).transpose(0, 1)  # (T, B, G): one product
-    states, _ = GRULayer.apply(gi.unsqueeze(1), rnn.weight_hh_l0.unsqueeze(0), rnn.bias_hh_l0.unsqueeze(0), None,
-                               h0, _low_precision(x.device.type))
+    states, _ = _gru_layer(gi.unsqueeze(1), rnn.weight_hh_l0.unsqueeze(0), rnn.bias_hh_l0.unsqueeze(0), None, h0,
+                           _low_precision(x.device.type))
     return states[:, 0].transpose(0, 1)  # (B, T, H)

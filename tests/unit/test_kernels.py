@@ -195,3 +195,87 @@ def test_the_source_compiles_for_the_other_cpu_capabilities(cap):
     result = subprocess.run(command, capture_output=True, text=True)
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert result.returncode == 0, "\n".join(errors[:10])
+
+
+def random_layer(directions: int, steps: int = 6, batch: int = 5, size: int = 20, masked: bool = True):
+    """GRULayer's arguments for one or two directions: sentences of lengths 6, 2, 4, 1, 6 (masked) or a given
+    initial state (one direction, unmasked), float32."""
+    generator = torch.Generator().manual_seed(3)
+    input_gates = torch.randn(steps, directions, batch, 3 * size, generator=generator)
+    hh_weight = torch.randn(directions, 3 * size, size, generator=generator) * 0.3
+    hh_bias = torch.randn(directions, 3 * size, generator=generator) * 0.1
+    step_mask = h0 = None
+    if masked:
+        real = torch.arange(steps).unsqueeze(1) < torch.tensor([6, 2, 4, 1, 6]).unsqueeze(0)  # (S, B)
+        step_mask = torch.stack([real, real.flip(0)][:directions], dim=1).unsqueeze(-1)  # (S, D, B, 1)
+    else:
+        h0 = torch.randn(directions, batch, size, generator=generator)
+    return input_gates, hh_weight, hh_bias, step_mask, h0
+
+
+@pytest.mark.parametrize("choice", ["blas", "onednn"])
+@pytest.mark.parametrize("directions,masked", [(2, True), (1, False)], ids=["encoder", "luong-decoder"])
+def test_the_compiled_layer_loop_computes_the_python_loops_steps(compiled, monkeypatch, choice, directions, masked):
+    """GRULayer's whole loop in C++ (gru_layer_forward / gru_layer_backward: the two directions side by side on two
+    threads) against its Python loop over the same kernels and products: the same states and gradients (up to the
+    order of the backward's additions), with either library's products."""
+    from s2s_attn.model import recurrence
+
+    if choice == "onednn" and not gemm.onednn_available():
+        pytest.skip("this PyTorch build has no oneDNN")
+    monkeypatch.setattr(gemm, "_choice", choice)
+    input_gates, hh_weight, hh_bias, step_mask, h0 = random_layer(directions, masked=masked)
+
+    def run(compiled_loop: bool):
+        monkeypatch.setattr(recurrence, "COMPILED_LAYER_LOOP", compiled_loop)
+        leaves = [t.clone().requires_grad_() for t in (input_gates, hh_weight, hh_bias)]
+        start = None if h0 is None else h0.clone().requires_grad_()
+        outputs, final = recurrence.GRULayer.apply(*leaves, step_mask, start, None)
+        probe = torch.randn(outputs.shape, generator=torch.Generator().manual_seed(1))
+        ((outputs * probe).sum() + final.square().sum()).backward()
+        grads = [t.grad for t in leaves] + ([] if start is None else [start.grad])
+        return outputs.detach(), final.detach(), grads
+
+    outputs, final, grads = run(True)
+    if masked:  # the one-piece sentence (row 3): 0 after its first step forward, before its last one backward
+        assert torch.all(outputs[1:, 0, 3] == 0) and torch.all(outputs[:-1, 1, 3] == 0)
+    plain_outputs, plain_final, plain_grads = run(False)
+    torch.testing.assert_close(outputs, plain_outputs, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(final, plain_final, rtol=1e-6, atol=1e-6)
+    for got, expected in zip(grads, plain_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("choice", ["blas", "onednn"])
+def test_without_gradients_the_compiled_encoder_gives_nn_grus_outputs(compiled, monkeypatch, choice):
+    """Decoding's encoder (no gradients): the layer loop in C++ with decoding's tanh and sigmoid, against nn.GRU
+    over packed sequences; 0 on padding exactly."""
+    from s2s_attn.model import recurrence
+
+    if choice == "onednn" and not gemm.onednn_available():
+        pytest.skip("this PyTorch build has no oneDNN")
+    monkeypatch.setattr(gemm, "_choice", choice)
+    encoder = GRUEncoder(30, 8, 20, dropout=0.0).eval()
+    lengths = torch.tensor([7, 3, 5, 1])  # unsorted, and a one-piece sentence
+    src = torch.randint(4, 30, (4, 7))
+    calls = []
+    real_layer = recurrence._inference_layer
+
+    class Recording:  # the kernels, noting which are called
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(compiled_ops, name)
+
+    def recording_layer(x):
+        return None if real_layer(x) is None else Recording()
+
+    compiled_ops = kernels.ops()
+    monkeypatch.setattr(recurrence, "_inference_layer", recording_layer)
+    with torch.inference_mode():
+        outputs, final = encoder(src, lengths)
+        encoder.fused_recurrence = False
+        plain_outputs, plain_final = encoder(src, lengths)
+    assert calls == ["gru_layer_inference"]  # the compiled loop ran, for the first call only
+    torch.testing.assert_close(outputs, plain_outputs, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(final, plain_final, rtol=1e-5, atol=1e-6)
+    assert torch.all(outputs[1, 3:] == 0) and torch.all(outputs[3, 1:] == 0)

@@ -175,8 +175,17 @@ def test_nn_gru_runs_where_the_fused_gru_does_not_apply():
     assert not fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True), x.to("meta"))  # off the CPU: cuDNN's GRU
     with torch.autocast("cpu", dtype=torch.float16):
         assert not fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
-    with torch.inference_mode():  # decoding: nn.GRU's loop is faster without a backward to prepare for
-        assert not fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
+    with torch.inference_mode():  # decoding: nn.GRU's C++ loop, unless the compiled layer loop runs (float32)
+        assert not fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True).double(), x.double())
+
+
+def test_without_gradients_the_python_loop_gives_way_to_nn_gru(monkeypatch):
+    from s2s_attn.model import kernels
+    from s2s_attn.model.recurrence import fused_gru_applies
+
+    monkeypatch.setattr(kernels, "_mode", "false")  # no compiled layer loop: nn.GRU's is faster than Python's
+    with torch.inference_mode():
+        assert not fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), torch.zeros(2, 3, 8))
 
 
 def test_the_luong_decoders_fused_gru_gives_nn_grus_outputs_and_gradients(make_tiny_model):

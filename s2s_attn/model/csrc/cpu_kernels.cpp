@@ -1,11 +1,14 @@
 // Compiled CPU kernels for the element-wise work of training and decoding: the recurrent loops' GRU cell and
 // additive attention and its context (one pass per step instead of one ATen call per operation), dropout (mask and
 // scaling in one pass), and beam search's step (attention over one copy of a sentence's keys for all its beams, the
-// mixture of its projected values, and the log-sum-exp and block maxima of the logits in one read).
+// mixture of its projected values, and the log-sum-exp and block maxima of the logits in one read). A GRU layer's
+// whole loop (gru_layer_forward / _backward / _inference) runs here too, its per-step products through PyTorch's own
+// oneDNN or BLAS: no Python between the steps, and an encoder's two directions side by side on two threads.
 //
 // Built on first use by s2s_attn/model/kernels.py (torch.utils.cpp_extension.load) and registered as
 // torch.ops.s2s_attn.*. Every function reads and writes float32 CPU tensors given to it (2-D, rows x columns,
-// unit column stride, any row stride, unless it says otherwise), allocates nothing but scratch, and computes the
+// unit column stride, any row stride, unless it says otherwise), allocates nothing but scratch and the layer loops'
+// products, and computes the
 // formulas of the Python code beside each call (s2s_attn/model/recurrence.py, dropout.py,
 // s2s_attn/decoding/step.py, beam.py), which stays the reference and the path on other devices and dtypes. exp is
 // ATen's vector exp (SLEEF, 1 ulp; the logits' sum of exponentials uses exp_nonpositive, a degree-6 polynomial
@@ -24,6 +27,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -233,6 +237,129 @@ void gru_backward(const Tensor& dh, const std::optional<Tensor>& d_out, const Te
       }
     }
   });
+}
+
+// bias + x @ weight.T, float32 (s2s_attn/model/gemm.py's linear, from C++): oneDNN's mkldnn::_linear_pointwise
+// (through the dispatcher: it is an op of PyTorch's own library) where `onednn`, else the BLAS (at::addmm).
+// x (M, K); weight (N, K), contiguous or the transpose of a contiguous matrix; bias (N,) or none -> (M, N).
+Tensor linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, bool onednn) {
+  if (!onednn) {
+    return bias.has_value() ? at::addmm(*bias, x, weight.t()) : at::mm(x, weight.t());
+  }
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+                       .typed<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, c10::string_view,
+                                     c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>)>();
+  return op.call(x, weight, bias, "none", c10::List<std::optional<at::Scalar>>(), c10::string_view(""));
+}
+
+// out = addend + x @ weight.T (as linear, addend (M, N)), written into out (M, N).
+void linear_add_into(Tensor out, const Tensor& x, const Tensor& weight, const Tensor& addend, bool onednn) {
+  if (!onednn) {
+    at::addmm_out(out, addend, x, weight.t());
+    return;
+  }
+  at::add_out(out, linear(x, weight, std::nullopt, true), addend);
+}
+
+// Runs task(d) for each direction d < directions: with two directions, one on each of two threads (their products
+// then run single-threaded, side by side: the encoder's (64, 256) x (256, 768) products are too small to keep two
+// threads busy each); otherwise in this thread. The tasks' ATen calls go below autograd (the dispatch state is
+// per thread, so each task sets it).
+template <typename Task>
+void for_each_direction(int64_t directions, const Task& task) {
+  if (directions == 2 && at::get_num_threads() >= 2 && !at::in_parallel_region()) {
+    at::parallel_for(0, 2, 1, [&](int64_t begin, int64_t end) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      for (int64_t d = begin; d < end; ++d) {
+        task(d);
+      }
+    });
+    return;
+  }
+  for (int64_t d = 0; d < directions; ++d) {
+    task(d);
+  }
+}
+
+// A whole GRU layer's forward loop (s2s_attn/model/recurrence.py, GRULayer), one or two directions, without Python
+// between the steps. input_gates (S, D, B, G) = W_ih x + b_ih, the backward direction's steps in reverse order;
+// hh_weight (D, G, H); hh_bias (D, G); step_mask (S, D, B) bool, whether step t is a real position of the row (none:
+// all are); states (S + 1, D, B, H) with states[0] set: states[t + 1] is written, the state after step t (kept
+// where the mask is false). rz (S, D, B, 2H), n (S, D, B, H) and hidden_n (S, D, B, H), when given, record what the
+// backward needs (gru_update). Per step and direction: gh = W_hh h + b_hh (one product), then gru_update.
+// kFast: decoding's tanh and sigmoid (no gradient flows).
+template <bool kFast>
+void gru_layer(const Tensor& input_gates, const Tensor& hh_weight, const Tensor& hh_bias,
+               const std::optional<Tensor>& step_mask, Tensor states, std::optional<Tensor> rz,
+               std::optional<Tensor> n, std::optional<Tensor> hidden_n, bool onednn) {
+  TORCH_CHECK(input_gates.dim() == 4 && states.dim() == 4, "input_gates must be (S, D, B, G), states (S + 1, D, B, H)");
+  const int64_t steps = input_gates.size(0), directions = input_gates.size(1), batch = input_gates.size(2);
+  const int64_t size = states.size(3);
+  TORCH_CHECK(states.size(0) == steps + 1 && states.size(1) == directions && states.size(2) == batch &&
+                  input_gates.size(3) == 3 * size && hh_weight.dim() == 3 && hh_weight.size(0) == directions &&
+                  hh_bias.dim() == 2 && hh_bias.size(0) == directions,
+              "gru_layer: shapes do not match: input_gates ", input_gates.sizes(), ", states ", states.sizes(),
+              ", hh_weight ", hh_weight.sizes(), ", hh_bias ", hh_bias.sizes());
+  TORCH_CHECK(!step_mask.has_value() || (step_mask->is_contiguous() && step_mask->numel() == steps * directions * batch),
+              "step_mask must be a contiguous (S, D, B) bool tensor");
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  for (int64_t t = 0; t < steps; ++t) {
+    for_each_direction(directions, [&](int64_t d) {
+      const Tensor h = states[t][d];  // (B, H)
+      const Tensor gh = linear(h, hh_weight[d], hh_bias[d], onednn);  // (B, G)
+      const std::optional<Tensor> mask =
+          step_mask.has_value() ? std::optional<Tensor>(step_mask->view({steps, directions, batch})[t][d])
+                                : std::nullopt;
+      gru_update<kFast>(input_gates[t][d], gh, h, rz.has_value() ? std::optional<Tensor>((*rz)[t][d]) : std::nullopt,
+                        n.has_value() ? std::optional<Tensor>((*n)[t][d]) : std::nullopt, states[t + 1][d],
+                        hidden_n.has_value() ? std::optional<Tensor>((*hidden_n)[t][d]) : std::nullopt, mask);
+    });
+  }
+}
+
+// Training's layer forward (gradients flow through it): see gru_layer.
+void gru_layer_forward(const Tensor& input_gates, const Tensor& hh_weight, const Tensor& hh_bias,
+                       const std::optional<Tensor>& step_mask, Tensor states, std::optional<Tensor> rz,
+                       std::optional<Tensor> n, std::optional<Tensor> hidden_n, bool onednn) {
+  gru_layer<false>(input_gates, hh_weight, hh_bias, step_mask, std::move(states), std::move(rz), std::move(n),
+                   std::move(hidden_n), onednn);
+}
+
+// Decoding's layer (no gradient; decoding's tanh and sigmoid, nothing recorded): see gru_layer.
+void gru_layer_inference(const Tensor& input_gates, const Tensor& hh_weight, const Tensor& hh_bias,
+                         const std::optional<Tensor>& step_mask, Tensor states, bool onednn) {
+  gru_layer<true>(input_gates, hh_weight, hh_bias, step_mask, std::move(states), std::nullopt, std::nullopt,
+                  std::nullopt, onednn);
+}
+
+// The backward of gru_layer_forward, from the last step to the first (GRULayer's backward): per step and direction
+// gru_backward, then the gradient of the previous state dh = carry + d_gh W_hh (one product). previous (S, D, B, H)
+// = states[:-1]; rz, n, hidden_n as recorded; d_outputs (S, D, B, H), the gradient of each step's output, or none;
+// dh (D, B, H): on entry the gradient of the final states, on return that of the initial states. Writes d_gi and
+// d_gh (S, D, B, G).
+void gru_layer_backward(const Tensor& previous, const Tensor& rz, const Tensor& n, const Tensor& hidden_n,
+                        const Tensor& hh_weight, const std::optional<Tensor>& step_mask,
+                        const std::optional<Tensor>& d_outputs, Tensor dh, Tensor d_gi, Tensor d_gh, bool onednn) {
+  TORCH_CHECK(previous.dim() == 4 && dh.dim() == 3 && d_gi.dim() == 4 && d_gh.dim() == 4,
+              "gru_layer_backward: previous, d_gi, d_gh must be 4-D and dh 3-D");
+  const int64_t steps = previous.size(0), directions = previous.size(1), batch = previous.size(2);
+  TORCH_CHECK(!step_mask.has_value() || (step_mask->is_contiguous() && step_mask->numel() == steps * directions * batch),
+              "step_mask must be a contiguous (S, D, B) bool tensor");
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const Tensor carry = at::empty_like(dh);  // (D, B, H)
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    for_each_direction(directions, [&](int64_t d) {
+      const std::optional<Tensor> mask =
+          step_mask.has_value() ? std::optional<Tensor>(step_mask->view({steps, directions, batch})[t][d])
+                                : std::nullopt;
+      const std::optional<Tensor> d_out =
+          d_outputs.has_value() ? std::optional<Tensor>((*d_outputs)[t][d]) : std::nullopt;
+      gru_backward(dh[d], d_out, rz[t][d], n[t][d], previous[t][d], hidden_n[t][d], mask, d_gi[t][d], d_gh[t][d],
+                   carry[d]);
+      linear_add_into(dh[d], d_gh[t][d], hh_weight[d].t(), carry[d], onednn);  // carry + d_gh W_hh: (B, H)
+    });
+  }
 }
 
 // Additive attention of one query row over one sentence's keys: scores_s = v . tanh(q + k_s) (each tanh written to
@@ -799,6 +926,12 @@ TORCH_LIBRARY(s2s_attn, m) {
         "Tensor(b!) row_loss) -> ()");
   m.def("dropout_forward(Tensor x, Tensor(a!) out, Tensor(b!) keep, int seed, int threshold, float scale) -> ()");
   m.def("dropout_backward(Tensor grad, Tensor keep, Tensor(a!) out, float scale) -> ()");
+  m.def("gru_layer_forward(Tensor input_gates, Tensor hh_weight, Tensor hh_bias, Tensor? step_mask, "
+        "Tensor(a!) states, Tensor(b!)? rz, Tensor(c!)? n, Tensor(d!)? hidden_n, bool onednn) -> ()");
+  m.def("gru_layer_inference(Tensor input_gates, Tensor hh_weight, Tensor hh_bias, Tensor? step_mask, "
+        "Tensor(a!) states, bool onednn) -> ()");
+  m.def("gru_layer_backward(Tensor previous, Tensor rz, Tensor n, Tensor hidden_n, Tensor hh_weight, "
+        "Tensor? step_mask, Tensor? d_outputs, Tensor(a!) dh, Tensor(b!) d_gi, Tensor(c!) d_gh, bool onednn) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(s2s_attn, CPU, m) {
@@ -815,4 +948,7 @@ TORCH_LIBRARY_IMPL(s2s_attn, CPU, m) {
   m.impl("cross_entropy_block", cross_entropy_block);
   m.impl("dropout_forward", dropout_forward);
   m.impl("dropout_backward", dropout_backward);
+  m.impl("gru_layer_forward", gru_layer_forward);
+  m.impl("gru_layer_inference", gru_layer_inference);
+  m.impl("gru_layer_backward", gru_layer_backward);
 }
