@@ -99,12 +99,15 @@ def gemm_gflops(shape: tuple[int, int, int], product=None, seconds: float = 1.0)
     return 2.0 * m * k * n / samples[len(samples) // 2] / 1e9
 
 
-def _count_packed_products() -> None:
-    """Teach ``FlopCounterMode`` the two products it does not know: MKL's packed product (``mkl::_mkl_linear``,
-    the decoder loops' forward products in float32 on the CPU where MKL multiplies) and oneDNN's
-    (``mkldnn::_linear_pointwise``, the training loops' products where oneDNN multiplies: `s2s_attn.model.gemm`):
-    x (..., K) times the (N, K) weight, 2 x rows x K x N each. Without them those FLOPs went uncounted (26.1 MFLOP
-    per target token instead of 29.6 with the packed products)."""
+def _count_uncounted_products() -> None:
+    """Teach ``FlopCounterMode`` the products it does not know: MKL's packed product (``mkl::_mkl_linear``, the
+    decoder loops' forward products in float32 on the CPU where MKL multiplies) and oneDNN's
+    (``mkldnn::_linear_pointwise``, the training loops' products where oneDNN multiplies: `s2s_attn.model.gemm`),
+    x (..., K) times the (N, K) weight, 2 x rows x K x N each; and the compiled GRU layer loops
+    (``s2s_attn::gru_layer_forward`` / ``_backward`` / ``_inference``), whose per-step products the counter cannot
+    see inside them: one (B, H) x (H, 3H) product per step and direction, 2 x S x D x B x H x 3H. Without the first
+    two 26.1 MFLOP per target token were counted instead of 29.6; without the layer loops' the Luong-style step
+    counted 19.6 instead of 24.4."""
     import torch
     from torch.utils.flop_counter import flop_registry, register_flop_formula
 
@@ -122,13 +125,34 @@ def _count_packed_products() -> None:
             weight_shape = args[0] if isinstance(args[2], str) else args[1]
             return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * weight_shape[0]
 
+    from s2s_attn.model import kernels
+
+    compiled = kernels.ops()
+    if compiled is None:
+        return
+
+    def layer_flops(steps_shape, weight_shape) -> int:
+        """steps_shape (S, D, B, ...): a step's rows for each direction; weight_shape (D, 3H, H)."""
+        steps, directions, batch = steps_shape[:3]
+        return 2 * steps * directions * batch * weight_shape[1] * weight_shape[2]
+
+    for name in ("gru_layer_forward", "gru_layer_inference"):
+        op = getattr(compiled, name, None)
+        if op is not None and op not in flop_registry:
+            register_flop_formula(op)(lambda input_gates_shape, weight_shape, *args, **kwargs:
+                                      layer_flops(input_gates_shape, weight_shape))
+    backward = getattr(compiled, "gru_layer_backward", None)
+    if backward is not None and backward not in flop_registry:
+        register_flop_formula(backward)(lambda previous_shape, rz_shape, n_shape, hidden_n_shape, weight_shape, *args,
+                                        **kwargs: layer_flops(previous_shape, weight_shape))
+
 
 def count_flops_per_token(run_step, batches, device, count: int = 5) -> float:
     """FLOPs of a training step (forward and backward) per target token, counted by PyTorch's
     ``FlopCounterMode`` (matrix products, GRU gates included) over ``count`` real batches."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    _count_packed_products()
+    _count_uncounted_products()
 
     flops = tokens = 0
     for _ in range(count):
