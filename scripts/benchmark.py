@@ -11,9 +11,14 @@
 Each configuration runs in its own process (so peak RSS is its own), on the same prepared data: ``--warmup``
 training steps, then ``--steps`` timed steps (target tokens/s and sentences/s in steady state), then greedy and
 beam-5 decoding of ``--decode`` test sentences in batches of 64 (sentences/s; after a warm-up of 64 sentences,
-which also builds the decoding tables of the now frozen model). Keys: config, overrides, train_tok_s (all timed
+which also builds the decoding tables of the now frozen model), with the model trained so far or, with
+``--decode-after-steps N``, trained on (untimed) to N steps in all: a barely trained model's outputs are longer
+(on the peers' split, 9.7 pieces per sentence after 425 steps, 9.0 after 1,000), so decoding speed depends on
+how trained the model is. Keys: config, overrides, train_tok_s (all timed
 steps), train_tok_s_median and train_tok_s_windows (the median and the list of the target tokens/s of each 50-step
-window: the peers' statistic, below), train_sent_s, steps, peak_rss_mib, greedy_sent_s, beam5_sent_s, threads,
+window: the peers' statistic, below), train_sent_s, steps, peak_rss_mib, greedy_sent_s, beam5_sent_s,
+decode_model_steps (the steps the decoding model was trained), greedy_out_pieces (mean pieces per greedy output),
+threads,
 params, and the arithmetic: mflop_per_tok (FLOPs of a training step per target token, counted by
 ``torch.utils.flop_counter`` on real batches), gflops (achieved: that x train_tok_s), gemm_gflops (an fp32 matmul
 of the whole-batch output-layer shape, 704 x 512 x 8000, measured in the same process on the same threads: the
@@ -24,7 +29,9 @@ matrix-multiply ceiling the training step reaches).
 ``--peer RUN`` (onmt_mlp, onmt_general, joey_bahdanau, joey_luong) first installs and trains that peer
 with the scripts of ``../shared/bench/peers`` (setup.sh, run_all.sh; package registries only) for
 ``--peer-seconds``, prints its figures (config "peer:RUN"), then measures our configurations on the
-peers' own split, and prints the ratios ours / peer (config "ratio:..."), all from this one run. A peer's
+peers' own split, and prints the ratios ours / peer (config "ratio:..."), all from this one run. Our
+configurations then decode with a model trained as many steps as the peer's checkpoint that decoded (the peer's
+decode_model_steps; batches of 64 sentences on both sides) unless ``--decode-after-steps`` says otherwise. A peer's
 train_tok_s is the median of its 50-step windows' logged rates after warm-up (their parse_throughput.py);
 the ratio's train_tok_s divides our rate over all timed steps by it, train_tok_s_median our median 50-step
 window (the same statistic on both sides: one slow phase of a shared machine moves a median less).
@@ -42,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import resource
 import statistics
 import subprocess
@@ -212,7 +220,13 @@ def measure_checkpoint(path: str, decode: int, unbatched: int | None, threads: i
     }
 
 
-def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: int, threads: int) -> dict:
+FLOP_COUNT_STEPS = 5  # training steps `count_flops_per_token` runs (untimed, between the warm-up and the timed ones)
+
+
+def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: int, threads: int,
+            decode_after: int | None = None) -> dict:
+    """Train ``warmup`` + `FLOP_COUNT_STEPS` + ``steps`` steps (the last ``steps`` timed), then, untimed, on up to
+    ``decode_after`` steps in all if given, and decode with the model trained so far."""
     import torch
     from hydra import compose, initialize_config_dir
 
@@ -249,7 +263,7 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
                             cfg.trainer.get("batch_size"), seed=int(cfg.trainer.seed))
     for _ in range(warmup):
         run_step(next(batches)[2].to(device))
-    flops_per_token = count_flops_per_token(run_step, batches, device)
+    flops_per_token = count_flops_per_token(run_step, batches, device, FLOP_COUNT_STEPS)
     tokens = sentences = 0
     window_rates, window_tokens, window_start = [], 0, time.perf_counter()
     start = window_start
@@ -268,12 +282,16 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_seconds = time.perf_counter() - start
+    trained = warmup + FLOP_COUNT_STEPS + steps
+    while decode_after is not None and trained < decode_after:  # decoding speed depends on how trained the model is
+        run_step(next(batches)[2].to(device))
+        trained += 1
 
     model.eval()
     translator = Translator(model, corpus.tokenizer, device, corpus.max_src_pieces, frozen=True)
     src_ids = corpus.tokenizer.encode_src(corpus.test[0][:decode])
     translator.translate_ids(src_ids[:64], batch_size=64, search=SearchSettings(beam_size=5))  # warm-up
-    decode_seconds, _ = timed(translator.translate_ids, src_ids, batch_size=64)
+    decode_seconds, greedy_hyps = timed(translator.translate_ids, src_ids, batch_size=64)
     beam_seconds, _ = timed(translator.translate_ids, src_ids, batch_size=64, search=SearchSettings(beam_size=5))
     train_tok_s = tokens / train_seconds
     ceiling = {}  # the faster of torch.matmul (the BLAS) and the library the training loops use
@@ -298,6 +316,8 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
         "greedy_sent_s": round(len(src_ids) / decode_seconds, 1),
         "beam5_sent_s": round(len(src_ids) / beam_seconds, 1),
         "decoded": len(src_ids),
+        "decode_model_steps": trained,
+        "greedy_out_pieces": round(statistics.mean(len(hyp) for hyp in greedy_hyps), 2) if greedy_hyps else None,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": torch.get_num_threads(),
         "device": str(device),
@@ -346,6 +366,23 @@ def run_peer(run: str, bench: Path, peers_dir: Path, seconds: int) -> dict:
         "beam5_sent_s": beam.get("sent_per_s_gen"),
         "greedy_bleu": greedy.get("bleu"),
         "train_seconds": seconds,
+        **peer_decoding_model(out, run, greedy.get("ckpt")),
+    }
+
+
+def peer_decoding_model(out: Path, run: str, checkpoint: str | None) -> dict:
+    """How trained the peer's decoding model was and how long its greedy outputs are: decode_model_steps, the step
+    number in the name of the checkpoint it decoded with (``model_step_900.pt``; else its ``RUN.ckpt.txt``), and
+    greedy_out_pieces, the mean number of pieces per line of its greedy output (``RUN.beam1.sp``); None where
+    they cannot be read."""
+    if checkpoint is None and (out / f"{run}.ckpt.txt").is_file():
+        checkpoint = (out / f"{run}.ckpt.txt").read_text().strip()
+    numbers = re.findall(r"\d+", Path(checkpoint).name) if checkpoint else []
+    output = out / f"{run}.beam1.sp"
+    lines = output.read_text(encoding="utf-8").splitlines() if output.is_file() else []
+    return {
+        "decode_model_steps": int(numbers[-1]) if numbers else None,
+        "greedy_out_pieces": round(statistics.mean(len(line.split()) for line in lines), 2) if lines else None,
     }
 
 
@@ -385,6 +422,10 @@ def main() -> int:
                         help="the peers' bench scripts (default: ../shared/bench/peers beside the checkout)")
     parser.add_argument("--peers-dir", type=Path, default=Path(".peers").resolve(),
                         help="where the peers' virtual environments, split and runs go (default .peers)")
+    parser.add_argument("--decode-after-steps", type=int, default=None,
+                        help="train each configuration on (untimed) to this many steps in all before decoding "
+                             "(default: none; with --peer, the steps of the peer checkpoint that decoded, so that "
+                             "both sides decode with a model trained as many steps)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -395,7 +436,8 @@ def main() -> int:
 
     if args.one:  # child process: measure one configuration
         name, _, overrides = args.one.partition("=")
-        result = measure(name, overrides.split(), args.steps, args.warmup, args.decode, args.threads)
+        result = measure(name, overrides.split(), args.steps, args.warmup, args.decode, args.threads,
+                         args.decode_after_steps)
         print(json.dumps(result), flush=True)
         return 0
 
@@ -415,10 +457,15 @@ def main() -> int:
             failed += 1
             print(json.dumps({"config": f"peer:{run}", "error": str(error)[-500:]}), flush=True)
     extra = " " + " ".join(peer_split_overrides(args.peers_dir)) if args.peer else ""
+    decode_after = args.decode_after_steps
+    if decode_after is None and peers:  # decode with a model trained as many steps as the peers' (the most of them)
+        decode_after = max((peer.get("decode_model_steps") or 0 for peer in peers.values()), default=0) or None
     ours = {}
     for spec in args.configs:
         cmd = [sys.executable, __file__, "--one", spec + extra, "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--decode", str(args.decode), "--threads", str(args.threads)]
+        if decode_after is not None:
+            cmd += ["--decode-after-steps", str(decode_after)]
         child = subprocess.run(cmd, capture_output=True, text=True)
         lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
         if child.returncode != 0 or not lines:

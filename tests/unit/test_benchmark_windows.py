@@ -1,6 +1,7 @@
 """scripts/benchmark.py measures training as the peers' own scripts do, as well as over all timed steps: the
 target tokens/s of each 50-step window and their median (the peers' parse_throughput.py statistic), and the
-side-by-side ratio compares like with like (our median window over the peer's)."""
+side-by-side ratio compares like with like (our median window over the peer's, and decoding with models trained as
+many steps)."""
 
 import json
 import os
@@ -30,8 +31,8 @@ def test_a_measured_configuration_reports_each_50_step_window_and_their_median(t
     spec = ("tiny=experiment=benchmark data=toy data.train_size=2000 model.emb_size=16 model.encoder_hidden=16 "
             "model.decoder_hidden=16 trainer.batch_size=16")
     child = subprocess.run([sys.executable, str(SCRIPT), "--one", spec, "--steps", "100", "--warmup", "2",
-                            "--decode", "16", "--threads", "1"], env=env, cwd=tmp_path, capture_output=True,
-                           text=True, timeout=300)
+                            "--decode", "16", "--threads", "1", "--decode-after-steps", "120"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
     assert child.returncode == 0, child.stderr[-2000:]
     result = json.loads([line for line in child.stdout.splitlines() if line.startswith("{")][-1])
     windows = result["train_tok_s_windows"]
@@ -39,3 +40,14 @@ def test_a_measured_configuration_reports_each_50_step_window_and_their_median(t
     assert abs(result["train_tok_s_median"] - sum(windows) / 2) < 1  # the median of two: their mean (rounded)
     assert min(windows) - 1 <= result["train_tok_s"] <= max(windows) + 1  # the overall rate lies between them
     assert result["steps"] == 100 and result["train_sent_s"] > 0
+    assert result["decode_model_steps"] == 120  # 2 warm-up, 5 counting FLOPs, 100 timed, 13 more before decoding
+    assert result["greedy_out_pieces"] > 0
+
+
+def test_a_peers_decoding_model_is_read_from_its_checkpoint_name_and_greedy_output(benchmark_script, tmp_path):
+    (tmp_path / "onmt_mlp.beam1.sp").write_text("▁le ▁chat\n▁il ▁est ▁là .\n", encoding="utf-8")
+    (tmp_path / "onmt_mlp.ckpt.txt").write_text("/somewhere/runs/onmt_mlp/model_step_900.pt\n")
+    read = benchmark_script.peer_decoding_model
+    assert read(tmp_path, "onmt_mlp", None) == {"decode_model_steps": 900, "greedy_out_pieces": 3.0}
+    assert read(tmp_path, "onmt_mlp", "/x/runs_2/model_step_1200.pt")["decode_model_steps"] == 1200
+    assert read(tmp_path, "joey_bahdanau", None) == {"decode_model_steps": None, "greedy_out_pieces": None}
