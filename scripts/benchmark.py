@@ -30,8 +30,9 @@ matrix-multiply ceiling the training step reaches).
 with the scripts of ``../shared/bench/peers`` (setup.sh, run_all.sh; package registries only) for
 ``--peer-seconds``, prints its figures (config "peer:RUN"), then measures our configurations on the
 peers' own split, and prints the ratios ours / peer (config "ratio:..."), all from this one run. Our
-configurations then decode with a model trained as many steps as the peer's checkpoint that decoded (the peer's
-decode_model_steps; batches of 64 sentences on both sides) unless ``--decode-after-steps`` says otherwise. A peer's
+configurations then decode with a model trained as many steps as the checkpoint that the peer each is compared with
+decoded with (that peer's decode_model_steps; batches of 64 sentences on both sides), unless
+``--decode-after-steps`` says otherwise. A peer's
 train_tok_s is the median of its 50-step windows' logged rates after warm-up (their parse_throughput.py);
 the ratio's train_tok_s divides our rate over all timed steps by it, train_tok_s_median our median 50-step
 window (the same statistic on both sides: one slow phase of a shared machine moves a median less).
@@ -399,6 +400,15 @@ def ratios(ours: dict, peer: dict) -> dict:
     return result
 
 
+def peer_decode_steps(config: str, peers: dict[str, dict]) -> int | None:
+    """The steps our configuration ``config`` trains before decoding beside these peers (run -> figures): those of
+    the decoding checkpoint of the peer it is compared with (`OUR_CONFIG_FOR_PEER`), else the most of any peer's;
+    None where no peer says."""
+    matched = [figures for run, figures in peers.items() if OUR_CONFIG_FOR_PEER.get(run) == config]
+    steps = [figures.get("decode_model_steps") or 0 for figures in (matched or list(peers.values()))]
+    return max(steps, default=0) or None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
@@ -457,13 +467,13 @@ def main() -> int:
             failed += 1
             print(json.dumps({"config": f"peer:{run}", "error": str(error)[-500:]}), flush=True)
     extra = " " + " ".join(peer_split_overrides(args.peers_dir)) if args.peer else ""
-    decode_after = args.decode_after_steps
-    if decode_after is None and peers:  # decode with a model trained as many steps as the peers' (the most of them)
-        decode_after = max((peer.get("decode_model_steps") or 0 for peer in peers.values()), default=0) or None
     ours = {}
     for spec in args.configs:
         cmd = [sys.executable, __file__, "--one", spec + extra, "--steps", str(args.steps),
                "--warmup", str(args.warmup), "--decode", str(args.decode), "--threads", str(args.threads)]
+        decode_after = args.decode_after_steps
+        if decode_after is None and peers:
+            decode_after = peer_decode_steps(spec.partition("=")[0], peers)
         if decode_after is not None:
             cmd += ["--decode-after-steps", str(decode_after)]
         child = subprocess.run(cmd, capture_output=True, text=True)

@@ -51,3 +51,12 @@ def test_a_peers_decoding_model_is_read_from_its_checkpoint_name_and_greedy_outp
     assert read(tmp_path, "onmt_mlp", None) == {"decode_model_steps": 900, "greedy_out_pieces": 3.0}
     assert read(tmp_path, "onmt_mlp", "/x/runs_2/model_step_1200.pt")["decode_model_steps"] == 1200
     assert read(tmp_path, "joey_bahdanau", None) == {"decode_model_steps": None, "greedy_out_pieces": None}
+
+
+def test_each_configuration_decodes_after_as_many_steps_as_the_peer_it_is_compared_with(benchmark_script):
+    steps = benchmark_script.peer_decode_steps
+    peers = {"onmt_mlp": {"decode_model_steps": 800}, "onmt_general": {"decode_model_steps": 1000}}
+    assert steps("bahdanau", peers) == 800
+    assert steps("luong_general_parallel", peers) == 1000
+    assert steps("bahdanau_bf16", peers) == 1000  # compared with no peer: the most of them
+    assert steps("bahdanau", {"onmt_mlp": {"decode_model_steps": None}}) is None
