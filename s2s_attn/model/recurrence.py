@@ -349,7 +349,9 @@ class GRULayer(torch.autograd.Function):
         ctx.cells, ctx.compiled_loop = cells, COMPILED_LAYER_LOOP and cells is not None and low is None
         if ctx.compiled_loop:  # the loop of `_forward_steps` in C++ (`gru_layer_forward`), no Python between steps
             hidden_n = input_gates.new_empty((steps, directions, batch, size))  # (W_hh h + b_hh)'s n part
-            ctx.onednn = gemm.onednn_takes(states[0, 0], hh_weight[0])
+            # oneDNN for both loops' products, (B, H) x (H, G) forward and (B, G) x (G, H) backward, if it takes both
+            ctx.onednn = (gemm.onednn_takes(states[0, 0], hh_weight[0])
+                          and gemm.onednn_takes(input_gates[0, 0], hh_weight[0].t()))
             cells.gru_layer_forward(input_gates.contiguous(), hh_weight.contiguous(), hh_bias.contiguous(),
                                     None if step_mask is None else step_mask.contiguous(), states, rz, candidates,
                                     hidden_n, ctx.onednn)
@@ -473,6 +475,7 @@ class GRULayer(torch.autograd.Function):
             else:
                 dh = carry + torch.bmm(d_gh[t].to(low), hh_weight)
         return dh
+
 
 def fused_gru_applies(rnn: torch.nn.GRU, x: Tensor) -> bool:
     """Whether `GRULayer` (`bidirectional_gru`, `unidirectional_gru`) stands in for ``rnn``: one layer with biases,
