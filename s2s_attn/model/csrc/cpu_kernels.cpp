@@ -8,8 +8,7 @@
 // Built on first use by s2s_attn/model/kernels.py (torch.utils.cpp_extension.load) and registered as
 // torch.ops.s2s_attn.*. Every function reads and writes float32 CPU tensors given to it (2-D, rows x columns,
 // unit column stride, any row stride, unless it says otherwise), allocates nothing but scratch and the layer loops'
-// products, and computes the
-// formulas of the Python code beside each call (s2s_attn/model/recurrence.py, dropout.py,
+// products, and computes the formulas of the Python code beside each call (s2s_attn/model/recurrence.py, dropout.py,
 // s2s_attn/decoding/step.py, beam.py), which stays the reference and the path on other devices and dtypes. exp is
 // ATen's vector exp (SLEEF, 1 ulp; the logits' sum of exponentials uses exp_nonpositive, a degree-6 polynomial
 // scaled with AVX-512's scalef, within float rounding of exp: 0.53 ms for 640 rows against 0.70 with ATen's 20-ulp
@@ -282,6 +281,22 @@ void for_each_direction(int64_t directions, const Task& task) {
   }
 }
 
+// The block [step][d] (B, ...) of a per-step, per-direction tensor (S, D, B, ...), or none.
+std::optional<Tensor> at_step(const std::optional<Tensor>& t, int64_t step, int64_t d) {
+  return t.has_value() ? std::optional<Tensor>((*t)[step][d]) : std::nullopt;
+}
+
+// A layer's step_mask ((S, D, B) or (S, D, B, 1) bool, contiguous) viewed as (S, D, B), or none.
+std::optional<Tensor> step_mask_view(const std::optional<Tensor>& step_mask, int64_t steps, int64_t directions,
+                                     int64_t batch) {
+  if (!step_mask.has_value()) {
+    return std::nullopt;
+  }
+  TORCH_CHECK(step_mask->is_contiguous() && step_mask->numel() == steps * directions * batch,
+              "step_mask must be a contiguous (S, D, B) bool tensor");
+  return step_mask->view({steps, directions, batch});
+}
+
 // A whole GRU layer's forward loop (s2s_attn/model/recurrence.py, GRULayer), one or two directions, without Python
 // between the steps. input_gates (S, D, B, G) = W_ih x + b_ih, the backward direction's steps in reverse order;
 // hh_weight (D, G, H); hh_bias (D, G); step_mask (S, D, B) bool, whether step t is a real position of the row (none:
@@ -301,19 +316,14 @@ void gru_layer(const Tensor& input_gates, const Tensor& hh_weight, const Tensor&
                   hh_bias.dim() == 2 && hh_bias.size(0) == directions,
               "gru_layer: shapes do not match: input_gates ", input_gates.sizes(), ", states ", states.sizes(),
               ", hh_weight ", hh_weight.sizes(), ", hh_bias ", hh_bias.sizes());
-  TORCH_CHECK(!step_mask.has_value() || (step_mask->is_contiguous() && step_mask->numel() == steps * directions * batch),
-              "step_mask must be a contiguous (S, D, B) bool tensor");
+  const std::optional<Tensor> mask = step_mask_view(step_mask, steps, directions, batch);
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   for (int64_t t = 0; t < steps; ++t) {
     for_each_direction(directions, [&](int64_t d) {
       const Tensor h = states[t][d];  // (B, H)
       const Tensor gh = linear(h, hh_weight[d], hh_bias[d], onednn);  // (B, G)
-      const std::optional<Tensor> mask =
-          step_mask.has_value() ? std::optional<Tensor>(step_mask->view({steps, directions, batch})[t][d])
-                                : std::nullopt;
-      gru_update<kFast>(input_gates[t][d], gh, h, rz.has_value() ? std::optional<Tensor>((*rz)[t][d]) : std::nullopt,
-                        n.has_value() ? std::optional<Tensor>((*n)[t][d]) : std::nullopt, states[t + 1][d],
-                        hidden_n.has_value() ? std::optional<Tensor>((*hidden_n)[t][d]) : std::nullopt, mask);
+      gru_update<kFast>(input_gates[t][d], gh, h, at_step(rz, t, d), at_step(n, t, d), states[t + 1][d],
+                        at_step(hidden_n, t, d), at_step(mask, t, d));
     });
   }
 }
@@ -344,19 +354,13 @@ void gru_layer_backward(const Tensor& previous, const Tensor& rz, const Tensor& 
   TORCH_CHECK(previous.dim() == 4 && dh.dim() == 3 && d_gi.dim() == 4 && d_gh.dim() == 4,
               "gru_layer_backward: previous, d_gi, d_gh must be 4-D and dh 3-D");
   const int64_t steps = previous.size(0), directions = previous.size(1), batch = previous.size(2);
-  TORCH_CHECK(!step_mask.has_value() || (step_mask->is_contiguous() && step_mask->numel() == steps * directions * batch),
-              "step_mask must be a contiguous (S, D, B) bool tensor");
+  const std::optional<Tensor> mask = step_mask_view(step_mask, steps, directions, batch);
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const Tensor carry = at::empty_like(dh);  // (D, B, H)
   for (int64_t t = steps - 1; t >= 0; --t) {
     for_each_direction(directions, [&](int64_t d) {
-      const std::optional<Tensor> mask =
-          step_mask.has_value() ? std::optional<Tensor>(step_mask->view({steps, directions, batch})[t][d])
-                                : std::nullopt;
-      const std::optional<Tensor> d_out =
-          d_outputs.has_value() ? std::optional<Tensor>((*d_outputs)[t][d]) : std::nullopt;
-      gru_backward(dh[d], d_out, rz[t][d], n[t][d], previous[t][d], hidden_n[t][d], mask, d_gi[t][d], d_gh[t][d],
-                   carry[d]);
+      gru_backward(dh[d], at_step(d_outputs, t, d), rz[t][d], n[t][d], previous[t][d], hidden_n[t][d],
+                   at_step(mask, t, d), d_gi[t][d], d_gh[t][d], carry[d]);
       linear_add_into(dh[d], d_gh[t][d], hh_weight[d].t(), carry[d], onednn);  // carry + d_gh W_hh: (B, H)
     });
   }
