@@ -14,12 +14,11 @@ beam-5 decoding of ``--decode`` test sentences in batches of 64 (sentences/s; af
 which also builds the decoding tables of the now frozen model), with the model trained so far or, with
 ``--decode-after-steps N``, trained on (untimed) to N steps in all: a barely trained model's outputs are longer
 (on the peers' split, 9.7 pieces per sentence after 425 steps, 9.0 after 1,000), so decoding speed depends on
-how trained the model is. Keys: config, overrides, train_tok_s (all timed
-steps), train_tok_s_median and train_tok_s_windows (the median and the list of the target tokens/s of each 50-step
-window: the peers' statistic, below), train_sent_s, steps, peak_rss_mib, greedy_sent_s, beam5_sent_s,
-decode_model_steps (the steps the decoding model was trained), greedy_out_pieces (mean pieces per greedy output),
-threads,
-params, and the arithmetic: mflop_per_tok (FLOPs of a training step per target token, counted by
+how trained the model is. Keys: config, overrides, train_tok_s (all timed steps), train_tok_s_median and
+train_tok_s_windows (the median and the list of the target tokens/s of each 50-step window: the peers'
+statistic, below), train_sent_s, steps, peak_rss_mib, greedy_sent_s, beam5_sent_s, decode_model_steps (the steps
+the decoding model was trained), greedy_out_pieces (mean pieces per greedy output), threads, params, and the
+arithmetic: mflop_per_tok (FLOPs of a training step per target token, counted by
 ``torch.utils.flop_counter`` on real batches), gflops (achieved: that x train_tok_s), gemm_gflops (an fp32 matmul
 of the whole-batch output-layer shape, 704 x 512 x 8000, measured in the same process on the same threads: the
 faster of torch.matmul and the library the training loops multiply with, gemm_backend), gemm_gflops_step (the
@@ -29,13 +28,12 @@ matrix-multiply ceiling the training step reaches).
 ``--peer RUN`` (onmt_mlp, onmt_general, joey_bahdanau, joey_luong) first installs and trains that peer
 with the scripts of ``../shared/bench/peers`` (setup.sh, run_all.sh; package registries only) for
 ``--peer-seconds``, prints its figures (config "peer:RUN"), then measures our configurations on the
-peers' own split, and prints the ratios ours / peer (config "ratio:..."), all from this one run. Our
-configurations then decode with a model trained as many steps as the checkpoint that the peer each is compared with
-decoded with (that peer's decode_model_steps; batches of 64 sentences on both sides), unless
-``--decode-after-steps`` says otherwise. A peer's
-train_tok_s is the median of its 50-step windows' logged rates after warm-up (their parse_throughput.py);
-the ratio's train_tok_s divides our rate over all timed steps by it, train_tok_s_median our median 50-step
-window (the same statistic on both sides: one slow phase of a shared machine moves a median less).
+peers' own split, and prints the ratios ours / peer (config "ratio:..."), all from this one run. Each of our
+configurations then decodes with a model trained as many steps as the checkpoint its peer decoded with (that
+peer's decode_model_steps; batches of 64 sentences on both sides), unless ``--decode-after-steps`` says otherwise.
+A peer's train_tok_s is the median of its 50-step windows' logged rates after warm-up (their parse_throughput.py);
+the ratio's train_tok_s divides our rate over all timed steps by it, train_tok_s_median our median 50-step window
+(the same statistic on both sides: one slow phase of a shared machine moves a median less).
 
 ``--checkpoint RUN_DIR`` measures decoding of a trained model instead, on its run's test split: greedy
 and beam 5 in batches of ``--batch-size`` (default: s2s-translate's, 128; the side-by-side runs above decode
@@ -156,7 +154,10 @@ def _count_uncounted_products() -> None:
                                         **kwargs: layer_flops(previous_shape, weight_shape))
 
 
-def count_flops_per_token(run_step, batches, device, count: int = 5) -> float:
+FLOP_COUNT_STEPS = 5  # training steps `count_flops_per_token` runs (untimed, between the warm-up and the timed ones)
+
+
+def count_flops_per_token(run_step, batches, device, count: int = FLOP_COUNT_STEPS) -> float:
     """FLOPs of a training step (forward and backward) per target token, counted by PyTorch's
     ``FlopCounterMode`` (matrix products, GRU gates included) over ``count`` real batches."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -221,9 +222,6 @@ def measure_checkpoint(path: str, decode: int, unbatched: int | None, threads: i
     }
 
 
-FLOP_COUNT_STEPS = 5  # training steps `count_flops_per_token` runs (untimed, between the warm-up and the timed ones)
-
-
 def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: int, threads: int,
             decode_after: int | None = None) -> dict:
     """Train ``warmup`` + `FLOP_COUNT_STEPS` + ``steps`` steps (the last ``steps`` timed), then, untimed, on up to
@@ -264,7 +262,7 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
                             cfg.trainer.get("batch_size"), seed=int(cfg.trainer.seed))
     for _ in range(warmup):
         run_step(next(batches)[2].to(device))
-    flops_per_token = count_flops_per_token(run_step, batches, device, FLOP_COUNT_STEPS)
+    flops_per_token = count_flops_per_token(run_step, batches, device)
     tokens = sentences = 0
     window_rates, window_tokens, window_start = [], 0, time.perf_counter()
     start = window_start
