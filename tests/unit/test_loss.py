@@ -27,7 +27,7 @@ def problem(rows=300, dim=16, vocab=50, bias=True, seed=0):
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("chunk_rows", [1, 64, 128, 1000])
+@pytest.mark.parametrize("chunk_rows", [1, 64, 128, 1000, None])  # None: 256 rows, a ragged second block
 def test_value_and_gradients_equal_the_plain_linear_then_cross_entropy(label_smoothing, bias, chunk_rows):
     x, weight, b, y = problem(bias=bias)
     inputs = [x, weight] + ([b] if bias else [])
@@ -67,7 +67,7 @@ def test_bf16_features_under_autocast_get_a_bf16_gradient_and_a_close_loss():
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("chunk_rows", [64, 1000])
+@pytest.mark.parametrize("chunk_rows", [64, 1000, None])  # None: 128 rows under bf16
 def test_bf16_products_give_the_loss_and_gradients_of_bf16_rounded_operands(label_smoothing, bias, chunk_rows):
     # 300 rows in blocks of 64: the last block is padded with zero rows, which must add nothing
     x, weight, b, y = problem(bias=bias)
@@ -90,3 +90,9 @@ def test_rows_and_targets_must_match():
     x, weight, b, y = problem()
     with pytest.raises(ValueError, match="300 feature rows but 299 targets"):
         linear_cross_entropy(x, weight, b, y[:-1])
+
+
+def test_a_block_needs_at_least_one_row():
+    x, weight, b, y = problem()
+    with pytest.raises(ValueError, match="chunk_rows must be a positive number of rows, got 0"):
+        linear_cross_entropy(x, weight, b, y, chunk_rows=0)
