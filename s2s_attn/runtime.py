@@ -5,13 +5,11 @@ positions (128 x 5,824 floats, 3 MB), the output layer's gradient (6 MB), the re
 malloc serves blocks above a threshold (128 KiB, raised as such blocks are freed, to 32 MiB at most) with
 their own ``mmap`` and unmaps them when they are freed, and gives the top of its heap back to the system once
 more than twice that threshold is free there. Memory given back is faulted in again, page by page and zeroed by
-the kernel, when the next step allocates it: on the 2-core benchmark machine (a virtual machine) 1,100-3,000
-page faults per training step of the benchmark model, 2.9 µs each, 4.8 ms of system time per step (Luong
-decoder, 30 steps x 3).
+the kernel, when the next step allocates it: thousands of page faults and their system time at every step.
 
 `keep_freed_memory` sets the two thresholds with ``mallopt``, so blocks up to 32 MiB come from the heap and
-the heap keeps up to `TRIM_THRESHOLD` of free memory: the same run then had 0-24 page faults per step and
-0.7 ms of system time. What is computed does not change; the process holds on to memory it freed (its peak
+the heap keeps up to `TRIM_THRESHOLD` of free memory, and the page faults all but disappear. What is computed
+does not change; the process holds on to memory it freed (its peak
 resident size is what the step needs at its largest, as before). Other C libraries (musl, macOS) are left as
 they are.
 """

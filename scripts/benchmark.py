@@ -12,13 +12,12 @@ Each configuration runs in its own process (so peak RSS is its own), on the same
 training steps, then ``--steps`` timed steps (target tokens/s and sentences/s in steady state), then greedy and
 beam-5 decoding of ``--decode`` test sentences in batches of 64 (sentences/s; after a warm-up of 64 sentences,
 which also builds the decoding tables of the now frozen model), with the model trained so far or, with
-``--decode-after-steps N``, trained on (untimed) to N steps in all: a barely trained model's outputs are longer
-(on the peers' split, 9.7 pieces per sentence after 425 steps, 9.0 after 1,000), so decoding speed depends on
-how trained the model is. Keys: config, overrides, train_tok_s (all timed steps), train_tok_s_median and
-train_tok_s_windows (the median and the list of the target tokens/s of each 50-step window: the peers'
-statistic, below), train_sent_s, steps, peak_rss_mib, greedy_sent_s, beam5_sent_s, decode_model_steps (the steps
-the decoding model was trained), greedy_out_pieces (mean pieces per greedy output), threads, params, and the
-arithmetic: mflop_per_tok (FLOPs of a training step per target token, counted by
+``--decode-after-steps N``, trained on (untimed) to N steps in all: a barely trained model's outputs are longer,
+so decoding speed depends on how trained the model is. Keys: config, overrides, train_tok_s (all timed steps),
+train_tok_s_median and train_tok_s_windows (the median and the list of the target tokens/s of each 50-step window:
+the peers' statistic, below), train_sent_s, steps, peak_rss_mib, greedy_sent_s, beam5_sent_s, decode_model_steps
+(the steps the decoding model was trained), greedy_out_pieces (mean pieces per greedy output), threads, params, and
+the arithmetic: mflop_per_tok (FLOPs of a training step per target token, counted by
 ``torch.utils.flop_counter`` on real batches), gflops (achieved: that x train_tok_s), gemm_gflops (an fp32 matmul
 of the whole-batch output-layer shape, 704 x 512 x 8000, measured in the same process on the same threads: the
 faster of torch.matmul and the library the training loops multiply with, gemm_backend), gemm_gflops_step (the
@@ -112,9 +111,8 @@ def _count_uncounted_products() -> None:
     (``mkldnn::_linear_pointwise``, the training loops' products where oneDNN multiplies: `s2s_attn.model.gemm`),
     x (..., K) times the (N, K) weight, 2 x rows x K x N each; and the compiled GRU layer loops
     (``s2s_attn::gru_layer_forward`` / ``_backward`` / ``_inference``), whose per-step products the counter cannot
-    see inside them: one (B, H) x (H, 3H) product per step and direction, 2 x S x D x B x H x 3H. Without the first
-    two 26.1 MFLOP per target token were counted instead of 29.6; without the layer loops' the Luong-style step
-    counted 19.6 instead of 24.4."""
+    see inside them: one (B, H) x (H, 3H) product per step and direction, 2 x S x D x B x H x 3H. Without these
+    formulas the counter would miss part of every training step's products."""
     import torch
     from torch.utils.flop_counter import flop_registry, register_flop_formula
 

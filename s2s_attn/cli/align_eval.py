@@ -26,8 +26,8 @@ PROG = "s2s-align-eval"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__.splitlines()[0].split(": ", 1)[-1],
-        epilog="Example: s2s-align-eval outputs/eng_fra-bahdanau/<date_time> --src ../shared/data/alignments/"
-               "en-fr/dev.e --tgt ../shared/data/alignments/en-fr/dev.f --gold ../shared/data/alignments/en-fr/"
+        epilog="Example: s2s-align-eval outputs/eng_fra-bahdanau/<date_time> --src $S2S_DATA_DIR/alignments/"
+               "en-fr/dev.e --tgt $S2S_DATA_DIR/alignments/en-fr/dev.f --gold $S2S_DATA_DIR/alignments/en-fr/"
                "dev.wa.nonullalign",
     )
     parser.add_argument("checkpoint", help="run directory written by s2s-train, or a checkpoint file in it")

@@ -31,7 +31,7 @@ import sentencepiece as spm
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 #: A pruned vocabulary's size is rounded up to a multiple of this with pieces the text does not use: the
 #: vocabulary-wide work (the output product, the block-wise top-k of decoding, `chunk_size`) is fast on sizes
-#: with large power-of-two divisors and slow on others (5,813 is prime: blocks of one, beam 5 40% slower).
+#: with large power-of-two divisors and slow on others (a prime size leaves blocks of one).
 VOCAB_MULTIPLE = 64
 
 
@@ -126,7 +126,7 @@ class Tokenizer:
 
     def encode_compact(self, lines: list[str], side: str = "src", chunk: int = 8192) -> list[array]:
         """Encode many lines (a training corpus) into int32 arrays, ``chunk`` lines at a time: 4 bytes
-        per id instead of a list slot and an int object (about 4x less memory for 160k pairs)."""
+        per id instead of a list slot and an int object, for a fraction of the memory."""
         compact: list[array] = []
         for start in range(0, len(lines), chunk):
             compact.extend(array("i", ids) for ids in self._encode(lines[start : start + chunk], side))

@@ -134,7 +134,7 @@ def select_candidates(logits: Tensor, scores: Tensor, count: int) -> tuple[Tenso
     `chunk_size` tokens; the ``count`` blocks (per sentence) with the highest maximum plus row score hold
     the ``count`` best extensions (a block outside them has a maximum no higher than ``count`` distinct
     extensions inside them), so only those blocks' entries are ranked. Per-row ``topk`` over the whole
-    vocabulary costs about four times as much, most of it per-row overhead. A block's maximum and its entries
+    vocabulary costs more, most of it per-row overhead. A block's maximum and its entries
     are computed by the same subtraction (`block_log_probs`), so the best entry equals the block's maximum.
     """
     rows, vocab = logits.shape

@@ -29,7 +29,7 @@ def output_limits(src_len: Tensor, max_len: int | None = None, ratio: float = MA
 
 
 def first_argmax(logits: Tensor) -> Tensor:
-    """``logits.argmax(dim=-1)`` for (rows, V), the same index (the first maximum), about six times faster
+    """``logits.argmax(dim=-1)`` for (rows, V), the same index (the first maximum), faster
     on the CPU: the maxima of blocks of `chunk_size` entries (a plain vectorised reduction), the first
     block holding the row's maximum, and the first maximum within that block (index-tracking reductions,
     the slow kind, over V / size and size entries instead of V)."""
@@ -47,8 +47,8 @@ def first_argmax(logits: Tensor) -> Tensor:
 def chunk_size(vocab: int) -> int:
     """The width of the blocks `first_argmax` and the beam's ``select_candidates`` reduce first: the largest
     divisor of ``vocab`` up to twice its square root that is a multiple of 32 (160 for 8,000), else the
-    largest divisor up to its square root. (A block max over 32k contiguous floats vectorises well: 160 is
-    twice as fast as 80 or 125 there.)"""
+    largest divisor up to its square root. (A block max over a multiple of 32 contiguous floats vectorises
+    well.)"""
     limit = math.isqrt(vocab)
     divisors = [size for size in range(1, 2 * limit + 1) if vocab % size == 0]
     aligned = [size for size in divisors if size % 32 == 0]

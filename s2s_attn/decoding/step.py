@@ -32,9 +32,7 @@ rows b*width .. b*width+width-1, from a state that ``prime_state`` made of the d
   eval mode under ``torch.inference_mode``) does the same for its step (`LuongTables`): the embedding's
   input gates from a table, the combine layer's W_c,h h_t and the next step's W_hh h_t in one product, the
   values projected by W_c,c once per batch with ``project_values``, the attention over one copy of the
-  encoder tensors per sentence (its rows as a 3-D query), the output bias as a weight row. On a Luong
-  general model (no input feeding, 2,000 test sentences): greedy 1,582 against 1,291 sent/s, beam 5 587
-  against 448, one sentence at a time 137 against 114; the same outputs.
+  encoder tensors per sentence (its rows as a 3-D query), the output bias as a weight row; the same outputs.
 
   Both fast steppers keep the encoder tensors in `SentenceStepper`'s buffers. Their results equal
   `GenericStepper`'s up to float rounding (the sums are grouped differently; the tests compare both, and
@@ -204,9 +202,8 @@ class BahdanauTables:
         self.emb_gates, self.emb_pre = self.emb_all[:, : self.gates], self.emb_all[:, self.gates :]  # views
         query = attention.query_layer
         query_bias = query.bias if query.bias is not None else query.weight.new_zeros(query.out_features)
-        # every weight is kept as (inputs, outputs), contiguous: a product with a few rows (one sentence's
-        # beams) reads it 2.4x as fast as the transposed view of an (outputs, inputs) weight, (5, 257) x
-        # (257, 8,000) 0.20 ms against 0.49 ms; 64 rows 21% faster; at 320 rows the same
+        # every weight is kept as (inputs, outputs), contiguous: products with few rows (one sentence's beams)
+        # read it faster than the transposed view of an (outputs, inputs) weight
         self.h_weight_t = torch.cat([cell.weight_hh, query.weight]).t().contiguous()  # (H, 3H + A): W_hh and W_q
         self.h_bias = torch.cat([cell.bias_hh, query_bias])
         ctx_weight = torch.cat([cell.weight_ih[:, emb:], pre.weight[:, hidden : hidden + ctx]])  # (3H + O, ctx)
@@ -220,15 +217,14 @@ class BahdanauTables:
 
 def output_weight_with_bias(output: torch.nn.Linear) -> Tensor:
     """The output layer's weight as (inputs + 1, V), contiguous, its last row the bias: a features row ending in a
-    constant 1 gets the bias added by the product (0.4 ms less per (320, 8,000) step than the product and a pass
-    adding the bias). What the fused steps keep (`SentenceStepper._features` holds the 1)."""
+    constant 1 gets the bias added by the product, saving a separate pass adding the bias. What the fused steps
+    keep (`SentenceStepper._features` holds the 1)."""
     return torch.cat([output.weight.t(), output.bias.unsqueeze(0)]).contiguous()
 
 
 class OutputTable:
-    """The output layer's weight as (output_size, V), contiguous, for `GenericStepper`: a (64, 512) x (512, 8,000)
-    product reads it 21% faster than the transposed view of the (V, output_size) weight, a few rows (one
-    sentence's beams) more than twice as fast."""
+    """The output layer's weight as (output_size, V), contiguous, for `GenericStepper`: products with few rows read
+    it faster than the transposed view of the (V, output_size) weight."""
 
     def __init__(self, decoder) -> None:
         self.output_weight_t = decoder.output.weight.t().contiguous()
@@ -259,7 +255,7 @@ def shared_tables(model):
 def hold_tables(model) -> None:
     """Keep the decoder's tables for as long as the model lives, as if one `shared_tables` block stayed
     open: for a model whose weights no longer change (a `Translator` loaded from a checkpoint), so that
-    every call after the first skips building them (30 ms for the benchmark model: one interactive line)."""
+    every call after the first skips building them (a cost an interactive line would notice)."""
     _TABLES.setdefault(model.decoder, {})
 
 
@@ -401,7 +397,7 @@ class AdditiveBahdanauStepper(SentenceStepper):
         h = gru_update(gi, gh, h)
         products = gemm.table_product(h, tables.all_h_weight_t)  # (rows, O + 3H + A)
         features = self._features(rows)  # (rows, O + 1): tanh(pre-output), then 1
-        # (into a fresh tensor: in place into the strided views takes 3x as long)
+        # (into a fresh tensor: in place into the strided views is slower)
         features[:, :-1] = (pre + products[:, : tables.output_size]).tanh_()
         hq = products[:, tables.output_size :].add_(tables.h_bias)  # the next step's
         logits = gemm.table_product(features, tables.output_weight_t, out=out)  # (rows, V), bias included

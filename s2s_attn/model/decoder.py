@@ -79,9 +79,9 @@ class Decoder(nn.Module):
         when given (and of the features' dtype), from ``weight_t`` if given: the weight as (output_size,
         vocab), contiguous, which decoding keeps, since few-row products read it faster than the transposed
         weight. Decoding passes one buffer for all its steps: a fresh (batch, vocab) tensor every step is
-        fresh memory (glibc maps a new block for each one this large), and its page faults cost as much time
-        as a third of the product itself. The product, then the bias: the same values as ``addmm``, which
-        first copies the bias into every row of the output (0.2 ms more per (320, 8000) step, measured)."""
+        fresh memory (glibc maps a new block for each one this large), and its page faults cost a sizeable share
+        of the product's time. The product, then the bias: the same values as ``addmm``, which first copies the
+        bias into every row of the output, an extra pass."""
         weight_t = self.output.weight.t() if weight_t is None else weight_t
         if out is None or self.output.bias is None or not out.dtype == features.dtype == weight_t.dtype:
             return self.output(features)

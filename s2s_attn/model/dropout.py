@@ -2,18 +2,17 @@
 
     y = x * m / (1 - p),   m_i ~ Bernoulli(1 - p), independently
 
-``nn.Dropout`` draws its mask with ``bernoulli_``, which on the CPU costs about 2.4 ms for a
-(64, 12, 512) activation on two threads, more than the rest of a decoder step's element-wise work.
+``nn.Dropout`` draws its mask with ``bernoulli_``, which on the CPU costs more than the rest of a decoder
+step's element-wise work.
 Here the mask comes from random 16-bit integers: one 64-bit draw gives three of them (its low 48 bits;
 ``random_`` on int64 leaves the top bit 0), and an element is kept when its integer is at least
 ``p * 65536`` (p is rounded to a multiple of 1/65536: 0.1 becomes 0.100006). Same distribution, same
-generator (``torch.manual_seed`` reproduces it); 1.2 ms instead of 2.8 ms for the whole forward on that
-activation, and the backward is one multiplication by the saved mask.
+generator (``torch.manual_seed`` reproduces it), a cheaper draw, and the backward is one multiplication by the
+saved mask.
 
 With the compiled CPU kernels (`s2s_attn.model.kernels`, float32 on the CPU) one pass draws the mask and scales:
 the random numbers are a counter-based hash (splitmix64) of a seed drawn from torch's generator, so
-``torch.manual_seed`` still reproduces a run (the masks differ from the Python path's). For that activation, 0.4
-instead of 1.1 ms forward, 0.8 instead of 1.3 ms with the backward (measured); the mask is kept as bytes.
+``torch.manual_seed`` still reproduces a run (the masks differ from the Python path's). The mask is kept as bytes.
 """
 
 from __future__ import annotations

@@ -5,30 +5,13 @@ The hot products of a training step (`s2s_attn.model.recurrence`'s per-step GRU 
 `s2s_attn.model.loss`'s vocabulary projection and its input's gradient) go through `linear` and `matmul` here, and
 decoding's per-step products (`s2s_attn.decoding.step`: the output layer, the state's and the context's products)
 through `table_product`. PyTorch multiplies float32 matrices on the CPU with its BLAS (MKL in the official wheels); it
-also ships oneDNN, which it uses for bf16 and convolutions. Measured on the 2-core AMD EPYC (Zen 4) benchmark machine,
-2 threads, the best of 15 interleaved runs each (GFLOP/s, MKL -> oneDNN):
+also ships oneDNN, which it uses for bf16 and convolutions. oneDNN multiplies these float32 shapes faster than MKL
+on AMD CPUs.
 
-==============================================  =========  ==========
-product                                          MKL        oneDNN
-==============================================  =========  ==========
-loss, logits (128, 256) x (256, 5,824)             121        170
-loss, gradient of x (128, 5,824) x (5,824, 256)    159        193
-decoder GRU, forward (64, 512) x (512, 1,536)      145        180
-decoder GRU, backward (64, 1,536) x (1,536, 512)   162        192
-encoder GRU, forward (64, 256) x (256, 768)        157        157
-encoder GRU, backward (64, 768) x (768, 256)       148        170
-square (2,048)^3                                   137        206
-==============================================  =========  ==========
-
-A training step of the benchmark model (the peers' split, the same 25 batches 3-4 times, oneDNN and the BLAS
-in turn in one process, the sum of each batch's fastest step): Luong general without input feeding 3,967 ->
-4,276 target tokens/s (+8%), Bahdanau 3,143 -> 3,598 (+14%), in a slow phase of the machine.
-
-``trainer.gemm`` (`configure`): ``auto`` uses oneDNN on AMD CPUs (above) and the BLAS elsewhere (on the Intel
-machine of the earlier measurements MKL was the baseline every figure in the README was taken with);
-``onednn`` or ``blas`` force one (`s2s-translate` and `s2s-evaluate` use ``auto``, or the ``S2S_GEMM`` variable's
-value). Both compute the same products; their sums are ordered differently, so
-results differ in the last bits, and a run is reproducible with the same setting on the same machine.
+``trainer.gemm`` (`configure`): ``auto`` uses oneDNN on AMD CPUs and the BLAS elsewhere (oneDNN's lead was only
+shown on AMD); ``onednn`` or ``blas`` force one (`s2s-translate` and `s2s-evaluate` use ``auto``, or the
+``S2S_GEMM`` variable's value). Both compute the same products; their sums are ordered differently, so results
+differ in the last bits, and a run is reproducible with the same setting on the same machine.
 """
 
 from __future__ import annotations
@@ -91,8 +74,8 @@ def _onednn(*tensors: Tensor | None) -> bool:
 
 def _dense(weight: Tensor) -> bool:
     """Whether oneDNN takes this weight as it is: contiguous, or the transpose of a contiguous matrix. A slice of
-    columns (W_ih's embedding part, say) sends it to a reference kernel ~1,000x slower (3.5 s for (640, 256) x
-    (256, 1,536) against 3.5 ms); `linear` gives such a weight to the BLAS, and `loop_weight` copies it once."""
+    columns (W_ih's embedding part, say) sends it to a slow reference kernel; `linear` gives such a weight to the
+    BLAS, and `loop_weight` copies it once."""
     return weight.dim() == 2 and (weight.is_contiguous() or weight.t().is_contiguous())
 
 
@@ -109,12 +92,11 @@ _shapes: set[tuple] = set()
 
 def _admit(x: Tensor, weight: Tensor) -> bool:
     """Whether oneDNN takes this shape: one it has taken before, or a new one while fewer than `SHAPE_BUDGET` have
-    been. oneDNN builds and caches a primitive for every shape: 0.4-0.8 ms and ~0.7 MiB each (measured: 100
-    row counts of a (M, 512) x (512, 1,536) product, +82 MiB). With batches of a fixed number of sentences the
-    loops' shapes repeat (a dozen in all); with token budgets the batch's size, and so every per-step product's
-    shape, changes from batch to batch: 150 such steps grew the run's peak memory by 200 MiB before this bound.
-    Past it, new shapes go to the BLAS (which run in a given process is decided by the order of its batches, so
-    a seed still reproduces a run)."""
+    been. oneDNN builds and caches a primitive, costing time and memory, for every shape. With batches of a fixed
+    number of sentences the loops' shapes repeat (a dozen in all); with token budgets the batch's size, and so every
+    per-step product's shape, changes from batch to batch, and without a bound the cache would keep growing the
+    run's peak memory. Past it, new shapes go to the BLAS (which run in a given process is decided by the order of
+    its batches, so a seed still reproduces a run)."""
     key = (x.size(0), *weight.shape, *weight.stride())
     if key in _shapes:
         return True
@@ -156,7 +138,7 @@ def padded_rows(rows: int) -> int:
     """The number of rows `table_product` multiplies ``rows`` rows with under oneDNN: up to 64 the next multiple of 8,
     beyond that the next multiple of a quarter of the power of two below (80, 96, 112, 128, 160, ..., 320, 384):
     at most four shapes per doubling, so a decoding run's ever-changing row counts (sentences leave and join the
-    batch every few steps) make a few dozen oneDNN primitives, not hundreds (~1 MiB and ~0.5 ms each)."""
+    batch every few steps) make a few dozen oneDNN primitives, not hundreds (each costs memory and time to build)."""
     if rows <= 64:
         return -(-rows // 8) * 8
     step = 1 << (rows.bit_length() - 3)  # rows in (2^k, 2^(k+1)] -> multiples of 2^(k-2)
@@ -168,9 +150,8 @@ def table_product(x: Tensor, table: Tensor, bias: Tensor | None = None, out: Ten
     weights as (inputs, outputs)), bias (N,) or None; written into ``out`` (M, N) if given -> (M, N).
 
     Where oneDNN multiplies (`backend`), x gets zero rows up to `padded_rows` (each row's result depends on its
-    own row only: bitwise the same whatever the row count, tested) and the result is the first M rows. On the AMD
-    EPYC, greedy decoding of the benchmark model's 2,000 test sentences ran 973 -> 1,241 sentences/s with this,
-    beam 5 404 -> 457 (the same batches in one process, best of three). Elsewhere the BLAS (``torch.mm``)."""
+    own row only: bitwise the same whatever the row count, tested) and the result is the first M rows: oneDNN's
+    few-row products beat MKL's on AMD CPUs. Elsewhere the BLAS (``torch.mm``)."""
     rows = x.size(0)
     if rows == 0 or x.dim() != 2 or not table.is_contiguous() or not _onednn(x, table, bias):
         if bias is None:

@@ -1,7 +1,7 @@
 """Compiled CPU kernels for the element-wise work of training and decoding (``csrc/cpu_kernels.cpp``).
 
 The Python loops in `s2s_attn.model.recurrence` call a dozen small ATen operations per step for the GRU cell
-and the additive attention; on a 2-core CPU each costs 5-60 µs, more than the arithmetic it does. These
+and the additive attention; on a small CPU each one's overhead costs more than the arithmetic it does. These
 kernels do the same work in one pass per step, and dropout's mask and scaling in one pass
 (`s2s_attn.model.dropout`); beam search's step (`s2s_attn.decoding.step`, `s2s_attn.decoding.beam`) uses them
 for its attention, its GRU cell, the mixture of projected values and the logits' log-sum-exp. `GRULayer`'s whole

@@ -10,8 +10,8 @@ batch of 64 sentences and an 8k vocabulary, written and read once each. Here the
 ``chunk_rows`` positions at a time are computed, turned into the loss and, in the same pass, into
 the gradient ``softmax - target distribution``, which goes straight into the three gradient products
 (for x, W and b) while it is still in cache. The backward pass only scales the stored gradients by
-the incoming one (the loss is a scalar at the end of the graph). Same products, same maths; measured
-on the 2-core CPU: 37 ms instead of 46 ms for 700 positions x 256 -> 8,000, and no 30 MB buffers.
+the incoming one (the loss is a scalar at the end of the graph). Same products, same maths, with fewer
+passes over memory and no (tokens, vocab) buffers.
 """
 
 from __future__ import annotations
@@ -21,11 +21,8 @@ from torch import Tensor
 
 from . import gemm, kernels
 
-# Rows per block when the caller does not say. float32: a training step of the benchmark model on the 2-core AMD
-# EPYC, 128 against 256 rows on the same batches in one process (rounds of 20 steps each way, median): Luong general
-# without input feeding 5,572 -> 5,729 and 5,526 -> 5,637 target tokens/s (10 and 12 rounds), Bahdanau 4,546 ->
-# 4,658 (+2-3%; 256 was faster in 8 of 12 rounds); 192 and 384 rows were no faster than 256. bf16 pads every block
-# to its full size (`_bf16_forward`), and there 128 rows stay faster: 6,919 against 6,777 tokens/s (Bahdanau).
+# Rows per block when the caller does not say: the fastest block size for float32 training steps; bf16 pads every
+# block to its full size (`_bf16_forward`), so there the smaller block wins.
 FLOAT32_CHUNK_ROWS = 256
 BF16_CHUNK_ROWS = 128
 
@@ -143,8 +140,8 @@ def _bf16_forward(features, weight, bias, targets, label_smoothing, chunk_rows, 
     """`_float32_forward` with bf16 products, for bf16 autocast: -> (loss, grad_x (n, d) bf16, grad_w (vocab, d)
     bf16, grad_b (vocab,) float32).
 
-    On a CPU with AMX a bf16 product of these shapes runs 3-4.5x as fast as in float32 ((128, 256) x
-    (256, 8,000): 0.39 against 1.78 ms), but oneDNN prepares each new shape first (~2 ms), so every block
+    On a CPU with AMX a bf16 product of these shapes beats float32, but oneDNN prepares each new shape first
+    (a cost paid per shape), so every block
     has ``chunk_rows`` rows (the features are padded with zero rows) and the two gradient products run
     once, after the loop, over all blocks' gradients (kept in bf16, 0 on the padding rows): their shapes
     change only with the number of blocks. The logits come back as bf16 and are added to the float32 bias

@@ -26,8 +26,7 @@ computes the same thing as the loop, with the products grouped differently:
   autograd computes the loop's.
 
 Under bf16 autocast both functions keep their state and element-wise work in float32 and give the products
-bf16 operands (``low``), as autocast does for the step-by-step loops: on a CPU with AMX a (64, 512) x (512, 2048)
-product takes 0.17 ms in bf16 against 0.55 ms in float32.
+bf16 operands (``low``), as autocast does for the step-by-step loops: on a CPU with AMX bf16 products beat float32.
 
 Shapes: batch B, target steps T, source positions S, hidden H, encoder size C, attention size A, gates G = 3H.
 """
@@ -52,11 +51,10 @@ def _product(bias: Tensor, x: Tensor, weight_t: Tensor, low: torch.dtype | None)
 
 class _PackedProduct:
     """bias + x @ weight.T for a loop that multiplies by the same weight at every step. In float32 on a CPU where
-    MKL multiplies (`gemm.backend`), the weight is packed once (MKL's packed GEMM): the decoder's per-step
-    products, (64, 512) x (512, 2,048) and (64, 512) x (512, 1,536), then take 0.55 and 0.42 ms instead of 0.69
-    and 0.54 (measured in the loop), for ~0.9 ms of packing per sequence. Elsewhere (oneDNN, bf16 products,
-    other devices) it is `_product`. Only the forward loop uses it: in the backward the products need the
-    transposed weights, and copying them costs more (4.5 ms) than packing saves."""
+    MKL multiplies (`gemm.backend`), the weight is packed once (MKL's packed GEMM), which costs less than it saves
+    over a sequence's per-step products. Elsewhere (oneDNN, bf16 products, other devices) it is `_product`. Only the
+    forward loop uses it: in the backward the products need the transposed weights, and copying them costs more
+    than packing saves."""
 
     def __init__(self, weight: Tensor, rows: int, low: torch.dtype | None):
         self.weight, self.rows, self.low = (gemm.loop_weight(weight) if low is None else weight), rows, low
@@ -435,7 +433,7 @@ class GRULayer(torch.autograd.Function):
             flat_previous = _operand(previous.transpose(0, 1).reshape(directions, rows, size), low)
             d_weight = torch.bmm(flat_d_gh.transpose(1, 2), flat_previous)
         if ctx.needs_input_grad[2]:
-            d_bias = d_gh.sum(0).sum(1)  # (D, G); one sum over dims (0, 2): 0.58 ms for (10, 2, 64, 768), this 0.08
+            d_bias = d_gh.sum(0).sum(1)  # (D, G); two sums: a single one over dims (0, 2) is much slower
         d_h0 = dh if ctx.needs_input_grad[4] else None
         return d_gi, d_weight, d_bias, None, d_h0
 
@@ -481,10 +479,8 @@ def fused_gru_applies(rnn: torch.nn.GRU, x: Tensor) -> bool:
     """Whether `GRULayer` (`bidirectional_gru`, `unidirectional_gru`) stands in for ``rnn``: one layer with biases,
     on the CPU, fp32 or fp64 without autocast or bf16 autocast, and gradients on; or, without gradients
     (decoding, validation), float32 without autocast where the compiled kernels run (`_inference_layer`). Without
-    gradients and kernels nn.GRU's loop in C++ is faster than the Python loop: the batched beam search of the 2,000
-    test sentences ran 7% slower with it, one sentence at a time 5%. On a GPU nn.GRU is cuDNN's fused recurrence,
-    which a loop of per-step kernel launches would not beat (not measured here: this project's machines have no
-    GPU)."""
+    gradients and kernels nn.GRU's loop in C++ is faster than the Python loop. On a GPU nn.GRU is cuDNN's fused
+    recurrence, which a loop of per-step kernel launches would not beat."""
     if not (rnn.num_layers == 1 and rnn.bias and x.device.type == "cpu"):
         return False
     if not torch.is_grad_enabled():
@@ -503,9 +499,7 @@ def _inference_layer(x: Tensor):
 def _gru_layer(input_gates: Tensor, hh_weight: Tensor, hh_bias: Tensor, step_mask: Tensor | None,
                h0: Tensor | None, low: torch.dtype | None) -> tuple[Tensor, Tensor]:
     """`GRULayer` (same arguments and results); without gradients, where `_inference_layer` applies, its forward
-    loop alone in C++ with decoding's tanh and sigmoid (nothing recorded for a backward): greedy decoding of the
-    benchmark's 2,000 test sentences (Luong general, 2 threads, nn.GRU and this in turn, six rounds) ran 1,194 ->
-    1,252 sentences/s (median), ~80 ms less for the encoder."""
+    loop alone in C++ with decoding's tanh and sigmoid (nothing recorded for a backward), which beats nn.GRU's."""
     cells = _inference_layer(input_gates)
     if cells is None:
         return GRULayer.apply(input_gates, hh_weight, hh_bias, step_mask, h0, low)

@@ -1,6 +1,6 @@
 """scripts/benchmark.py counts the FLOPs of the products PyTorch's FLOP counter does not know or cannot see: MKL's
-packed products and oneDNN's (without them it reported 26.1 MFLOP per target token for a step that does 29.6), and
-the per-step products inside the compiled GRU layer loops (19.6 instead of 24.4 for the Luong-style step)."""
+packed products and oneDNN's, and the per-step products inside the compiled GRU layer loops (without them a step's
+FLOPs are undercounted)."""
 
 import pytest
 import torch

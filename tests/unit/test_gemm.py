@@ -90,7 +90,7 @@ def test_an_unknown_setting_lists_the_valid_ones_and_onednn_needs_a_build_with_i
 
 def test_a_weight_oneDNN_would_multiply_slowly_goes_to_the_blas_or_is_copied_once(use):
     """oneDNN takes a contiguous weight or its transposed view; a slice of columns (W_ih's embedding part) would
-    run in its reference kernel, ~1,000x slower, so `linear` gives it to the BLAS and `loop_weight` copies it."""
+    run in its slow reference kernel, so `linear` gives it to the BLAS and `loop_weight` copies it."""
     weight = torch.randn(30, 50)
     assert gemm._dense(weight) and gemm._dense(weight.t())
     columns = weight[:, :20]  # (30, 20), row stride 50
@@ -108,7 +108,7 @@ def test_a_weight_oneDNN_would_multiply_slowly_goes_to_the_blas_or_is_copied_onc
 
 @needs_onednn
 def test_onednn_takes_a_bounded_number_of_shapes_and_the_blas_the_rest(use, monkeypatch):
-    """Each shape costs oneDNN a cached primitive (~0.7 MiB): past the budget, and for shapes said not to repeat,
+    """Each shape costs oneDNN a cached primitive (memory): past the budget, and for shapes said not to repeat,
     the BLAS multiplies (same result)."""
     use("onednn")
     monkeypatch.setattr(gemm, "_shapes", set())

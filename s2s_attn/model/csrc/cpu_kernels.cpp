@@ -11,13 +11,11 @@
 // products, and computes the formulas of the Python code beside each call (s2s_attn/model/recurrence.py, dropout.py,
 // s2s_attn/decoding/step.py, beam.py), which stays the reference and the path on other devices and dtypes. exp is
 // ATen's vector exp (SLEEF, 1 ulp; the logits' sum of exponentials uses exp_nonpositive, a degree-6 polynomial
-// scaled with AVX-512's scalef, within float rounding of exp: 0.53 ms for 640 rows against 0.70 with ATen's 20-ulp
-// exp_u20, itself 0.5 against 0.6 ms with the 1-ulp exp); tanh is SLEEF's 3.5-ulp version, 3x faster than the 1-ulp
-// one (the attention's energies are 64 x 12 x 512 tanh per step). Decoding's kernels, which no gradient goes
-// through, use a rational tanh (tanh<true>, within 3e-7 of tanh) and sigmoid from it, twice as fast again: the
-// beam's attention 0.43 -> 0.14 ms and GRU step 0.17 -> 0.11 ms for 320 rows. Training keeps SLEEF's: with the
-// rational one the attention's gradients came out 4-5x further from float64 than the Python loop's
-// (tests/unit/test_kernels.py).
+// scaled with AVX-512's scalef, within float rounding of exp and cheaper than ATen's exps); tanh is SLEEF's 3.5-ulp
+// version, cheaper than the 1-ulp one (the attention's energies are 64 x 12 x 512 tanh per step). Decoding's
+// kernels, which no gradient goes through, use a rational tanh (tanh<true>, within 3e-7 of tanh) and sigmoid from
+// it, cheaper still. Training keeps SLEEF's: with the rational one the attention's gradients came out further from
+// float64 than the Python loop's (tests/unit/test_kernels.py).
 //
 // Shapes: rows R (batch, or directions x batch), hidden H, gates 3H in the order r, z, n (as nn.GRU);
 // source positions S, attention size A.
@@ -42,7 +40,7 @@ using Vec = at::vec::Vectorized<float>;
 // tanh and sigmoid for training (kFast false: gradients flow through them) or for decoding (kFast true).
 // Training: SLEEF's 3.5-ulp tanh and ATen's sigmoid, 1 / (1 + exp(-x)). Decoding: tanh as a rational function,
 // x P(x^2) / Q(x^2) on x clamped to +-7.905 (Eigen's fast float tanh; within 3e-7 of tanh, reaching 1 - 3e-7 at the
-// clamp), twice as fast as SLEEF's, and sigmoid(x) = (1 + tanh(x / 2)) / 2 from it.
+// clamp), cheaper than SLEEF's, and sigmoid(x) = (1 + tanh(x / 2)) / 2 from it.
 template <bool kFast>
 inline Vec tanh(const Vec& a) {
   if constexpr (kFast) {
@@ -636,8 +634,8 @@ void block_log_softmax(const Tensor& logits, int64_t block, Tensor lse, Tensor b
 }
 
 // The attention's context for one step of the training loop: context (B, C) = sum_s weights[b, s] x values[b, s, :],
-// values (B, S, C) contiguous. What torch.bmm(weights (B, 1, S), values) computes, at memory speed. On the 2-core
-// AMD EPYC, B 64, S 14, C 512: 31 -> 17 us; the backward's bmm (B, S, C) x (B, C, 1) and addition 277 -> 23 us.
+// values (B, S, C) contiguous. What torch.bmm(weights (B, 1, S), values) computes, at memory speed, which a batched
+// product of one-row matrices (and its backward's) does not reach.
 void attention_context(const Tensor& weights, const Tensor& values, Tensor context) {
   TORCH_CHECK(values.dim() == 3 && values.is_contiguous(), "values must be a contiguous (B, S, C) tensor");
   const int64_t batch = values.size(0), src = values.size(1), size = values.size(2);
