@@ -75,6 +75,9 @@ class Translator:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto") -> Translator:
+        """A translator from a checkpoint file, or from a run directory written by s2s-train: its
+        ``checkpoints/best.pt``, else its newest ``step_N.pt`` (`resolve_checkpoint`, as s2s-translate
+        does). ``device``: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda``."""
         payload = load_checkpoint(path)
         try:
             model = Seq2Seq(ModelConfig(**payload["model_config"]))
