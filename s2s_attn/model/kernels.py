@@ -17,6 +17,7 @@ Python loops; ``true`` fails if they cannot be built; ``false`` never builds the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -84,14 +85,50 @@ def _build() -> Any:
         raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'c++')}) on the PATH")
     cap = capability()
     flags = compiler_flags(cap)
-    log.info("loading the compiled CPU kernels for %s (built on first use, ~15 s; cached in %s)", cap,
-             cpp_extension._get_build_directory("", verbose=False))
     # one build per PyTorch installation: two virtual environments (a checkout's .venv, a dev one) would otherwise
     # share a build directory and rebuild it in turn, their include paths differing
     installation = hashlib.sha1(f"{torch.__version__} {torch.__file__}".encode()).hexdigest()[:8]
-    cpp_extension.load(name=f"s2s_attn_kernels_{cap.lower()}_{installation}", sources=[str(SOURCE)],
-                       extra_cflags=flags, extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
+    name = f"s2s_attn_kernels_{cap.lower()}_{installation}"
+    build_dir = build_root() / name
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log.info("loading the compiled CPU kernels for %s (built on first use, ~15 s; cached in %s)", cap, build_dir)
+    with build_lock(build_dir):
+        cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+                           build_directory=str(build_dir), is_python_module=False, verbose=False)
     return torch.ops.s2s_attn
+
+
+def build_root() -> Path:
+    """Where the kernels are built: ``$TORCH_EXTENSIONS_DIR``, else PyTorch's default (``~/.cache/torch_extensions``),
+    in a folder per Python version."""
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    return Path(root) / f"s2s_attn-py{sys.version_info.major}{sys.version_info.minor}"
+
+
+@contextlib.contextmanager
+def build_lock(build_dir: Path):
+    """Hold an exclusive lock on ``build_dir`` while building or loading the kernels there, and clear a build lock
+    left behind by an interrupted build. PyTorch marks a build in progress with a ``lock`` file and waits, without
+    end, while one exists; a build that was killed (Ctrl-C, kill -9) leaves it behind, and every later run would
+    hang. This lock is the operating system's (``flock``), released when its process ends however it ends; while
+    this process holds it no other s2s-attn process builds here, so a ``lock`` file found now is stale."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: PyTorch's own lock alone
+        yield
+        return
+    with open(build_dir / ".s2s_attn.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            stale = build_dir / "lock"
+            if stale.exists():
+                log.warning("removing %s, left by a build of the kernels that was interrupted", stale)
+                stale.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ops() -> Any:

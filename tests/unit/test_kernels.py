@@ -279,3 +279,16 @@ def test_without_gradients_the_compiled_encoder_gives_nn_grus_outputs(compiled, 
     torch.testing.assert_close(outputs, plain_outputs, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(final, plain_final, rtol=1e-5, atol=1e-6)
     assert torch.all(outputs[1, 3:] == 0) and torch.all(outputs[3, 1:] == 0)
+
+
+def test_a_build_lock_left_by_an_interrupted_build_is_cleared_not_waited_for(tmp_path):
+    """PyTorch waits without end while its ``lock`` file exists; a build killed mid-way leaves one behind."""
+    (tmp_path / "lock").touch()
+    with kernels.build_lock(tmp_path):
+        assert not (tmp_path / "lock").exists()
+
+
+def test_the_kernels_build_in_a_folder_of_their_own_under_the_extensions_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    assert kernels.build_root().parent == tmp_path
+    assert kernels.build_root().name.startswith("s2s_attn-py")
