@@ -48,8 +48,9 @@ import torch
 from torch import Tensor
 
 from ..model import gemm, kernels
-from ..model.attention import Attention, BahdanauAttention, masked_softmax
+from ..model.attention import Attention, masked_softmax
 from ..model.decoder import BahdanauDecoder, LuongDecoder
+from ..model.recurrence import ADDITIVE_ATTENTIONS
 from .stream import Compaction
 
 
@@ -276,21 +277,24 @@ def bahdanau_tables(decoder: BahdanauDecoder) -> BahdanauTables:
 
 
 def fast_path_applies(model) -> bool:
-    """Whether `AdditiveBahdanauStepper` can stand in for `GenericStepper` here."""
+    """Whether `AdditiveBahdanauStepper` can stand in for `GenericStepper` here: a one-layer `BahdanauDecoder` with
+    additive attention (these classes exactly: a subclass computes its own step) on the CPU, in eval mode under
+    ``torch.inference_mode``."""
     decoder = model.decoder
-    return (type(decoder) is BahdanauDecoder and isinstance(decoder.attention, BahdanauAttention)
-            and decoder.num_layers == 1 and not decoder.training and torch.is_inference_mode_enabled()
-            and decoder.output.bias is not None and decoder.pre_output.bias is not None)
+    return (type(decoder) is BahdanauDecoder and type(decoder.attention) in ADDITIVE_ATTENTIONS
+            and decoder.output.weight.device.type == "cpu" and decoder.num_layers == 1 and not decoder.training
+            and torch.is_inference_mode_enabled() and decoder.output.bias is not None
+            and decoder.pre_output.bias is not None)
 
 
 def luong_path_applies(model) -> bool:
-    """Whether `LuongStepper` can stand in for `GenericStepper` here: a one-layer `LuongDecoder` with biases, in
-    eval mode under ``torch.inference_mode``, whose attention's context is its weights times the values (the
+    """Whether `LuongStepper` can stand in for `GenericStepper` here: a one-layer `LuongDecoder` with biases on the
+    CPU, in eval mode under ``torch.inference_mode``, whose attention's context is its weights times the values (the
     base ``Attention.forward``: every attention but multi-head)."""
     decoder = model.decoder
     return (type(decoder) is LuongDecoder and type(decoder.attention).forward is Attention.forward
-            and decoder.num_layers == 1 and decoder.rnn.bias and not decoder.training
-            and torch.is_inference_mode_enabled() and decoder.output.bias is not None)
+            and decoder.output.weight.device.type == "cpu" and decoder.num_layers == 1 and decoder.rnn.bias
+            and not decoder.training and torch.is_inference_mode_enabled() and decoder.output.bias is not None)
 
 
 class SentenceStepper:

@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from . import torch_private
+
 CHOICES = ("auto", "blas", "onednn")
 
 _choice = os.environ.get("S2S_GEMM", "auto")
@@ -35,13 +37,14 @@ def configure(choice: str) -> None:
     if choice not in CHOICES:
         raise ValueError(f"trainer.gemm must be one of {', '.join(CHOICES)}, got {choice!r}")
     if choice == "onednn" and not onednn_available():
-        raise ValueError("trainer.gemm=onednn, but this PyTorch build has no oneDNN (torch.backends.mkldnn); "
+        raise ValueError("trainer.gemm=onednn, but oneDNN's product is not available in this PyTorch build; "
                          "use auto or blas")
     _choice = choice
 
 
 def onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    """Whether oneDNN's product may be used here (`torch_private.onednn_linear_works`)."""
+    return torch_private.onednn_linear_works()
 
 
 @functools.cache
@@ -119,8 +122,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, out: Tensor | 
     ``repeats=False`` says the shape is unlikely to come again (the BLAS's, then: see `_admit`). Not
     differentiable: for the autograd functions' own forward and backward."""
     if repeats and _onednn(x, weight, bias) and _dense(weight) and _admit(x, weight):
-        result = torch.ops.mkldnn._linear_pointwise(x, weight, bias if bias is None or bias.dim() == 1 else None,
-                                                    "none", [], "")
+        result = torch_private.onednn_linear(x, weight, bias if bias is None or bias.dim() == 1 else None)
         if bias is not None and bias.dim() == 2:
             result.add_(bias)
         return result if out is None else out.copy_(result)
@@ -160,6 +162,6 @@ def table_product(x: Tensor, table: Tensor, bias: Tensor | None = None, out: Ten
     padded = padded_rows(rows)
     if padded != rows:
         x = torch.nn.functional.pad(x, (0, 0, 0, padded - rows))
-    result = torch.ops.mkldnn._linear_pointwise(x.contiguous(), table.t(), bias, "none", [], "")[:rows]
+    result = torch_private.onednn_linear(x.contiguous(), table.t(), bias)[:rows]
     return result if out is None else out.copy_(result)
 

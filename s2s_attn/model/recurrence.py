@@ -36,8 +36,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import gemm, kernels
-from .attention import BahdanauAttention, masked_softmax
+from . import gemm, kernels, torch_private
+from .attention import BahdanauAttention, LuongConcatAttention, masked_softmax
+
+#: the attention classes whose score the fused loops compute, v . tanh(W_q q [+ b] + W_k k): these exactly, not
+#: their subclasses
+ADDITIVE_ATTENTIONS = (BahdanauAttention, LuongConcatAttention)
 
 
 def _product(bias: Tensor, x: Tensor, weight_t: Tensor, low: torch.dtype | None) -> Tensor:
@@ -59,20 +63,18 @@ class _PackedProduct:
     def __init__(self, weight: Tensor, rows: int, low: torch.dtype | None):
         self.weight, self.rows, self.low = (gemm.loop_weight(weight) if low is None else weight), rows, low
         self.packed = None
-        if (low is None and weight.device.type == "cpu" and weight.dtype == torch.float32 and _MKL_PACKED
-                and gemm.backend() == "blas"):  # oneDNN's product is faster still where it is chosen
-            self.packed = torch.ops.mkl._mkl_reorder_linear_weight(weight.contiguous(), rows)
+        if (low is None and weight.device.type == "cpu" and weight.dtype == torch.float32
+                and gemm.backend() == "blas"  # oneDNN's product is faster still where it is chosen
+                and torch_private.mkl_packed_linear_works()):
+            self.packed = torch_private.mkl_pack(weight.contiguous(), rows)
 
     def __call__(self, x: Tensor, bias: Tensor) -> Tensor:
         """bias + x @ weight.T; bias (N,) or (rows, N), float32."""
         if self.packed is None:
             return _product(bias, x, self.weight.t(), self.low)
         if bias.dim() == 1:
-            return torch.ops.mkl._mkl_linear(x, self.packed, self.weight, bias, self.rows)
-        return torch.ops.mkl._mkl_linear(x, self.packed, self.weight, None, self.rows).add_(bias)
-
-
-_MKL_PACKED = torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")
+            return torch_private.mkl_packed_linear(x, self.packed, self.weight, bias, self.rows)
+        return torch_private.mkl_packed_linear(x, self.packed, self.weight, None, self.rows).add_(bias)
 
 
 def _operand(t: Tensor, low: torch.dtype | None) -> Tensor:
@@ -274,13 +276,17 @@ class AdditiveRecurrence(torch.autograd.Function):
 
 
 def fused_recurrence_applies(decoder, emb: Tensor) -> bool:
-    """Whether `additive_recurrence` can stand in for the Bahdanau decoder's step loop over these embeddings: one
-    GRU layer, additive attention (``bahdanau`` or ``luong_concat``), fp32 or fp64 without autocast, or bf16
-    autocast (an fp16 run keeps the loop)."""
+    """Whether `additive_recurrence` can stand in for the Bahdanau decoder's step loop over these embeddings: on the
+    CPU, one GRU layer, additive attention (``bahdanau`` or ``luong_concat``), fp32 or fp64 without autocast, or
+    bf16 autocast (an fp16 run keeps the loop)."""
+    from .decoder import BahdanauDecoder  # (decoder.py imports this module)
+
     device_type = emb.device.type
     plain = emb.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(device_type)
-    return (decoder.name == "bahdanau" and getattr(decoder, "fused_recurrence", False) and decoder.num_layers == 1
-            and isinstance(decoder.attention, BahdanauAttention)
+    # exact classes: a subclass may compute something else (its own score), so it runs the step loop
+    return (type(decoder) is BahdanauDecoder and getattr(decoder, "fused_recurrence", False)
+            and device_type == "cpu"  # the reference runs on CUDA: no gain was measured there
+            and decoder.num_layers == 1 and type(decoder.attention) in ADDITIVE_ATTENTIONS
             and (plain or (torch.is_autocast_enabled(device_type) and _autocast_supported(device_type))))
 
 
@@ -481,7 +487,7 @@ def fused_gru_applies(rnn: torch.nn.GRU, x: Tensor) -> bool:
     (decoding, validation), float32 without autocast where the compiled kernels run (`_inference_layer`). Without
     gradients and kernels nn.GRU's loop in C++ is faster than the Python loop. On a GPU nn.GRU is cuDNN's fused
     recurrence, which a loop of per-step kernel launches would not beat."""
-    if not (rnn.num_layers == 1 and rnn.bias and x.device.type == "cpu"):
+    if not (type(rnn) is torch.nn.GRU and rnn.num_layers == 1 and rnn.bias and x.device.type == "cpu"):
         return False
     if not torch.is_grad_enabled():
         return _inference_layer(x) is not None
