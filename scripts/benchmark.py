@@ -184,7 +184,7 @@ def measure_checkpoint(path: str, decode: int, unbatched: int | None, threads: i
     import torch
 
     from s2s_attn.cli.evaluate import split_files
-    from s2s_attn.data.corpus import read_text_lines
+    from s2s_attn.data.text import read_text_lines
     from s2s_attn.decoding.beam import SearchSettings
     from s2s_attn.decoding.translator import Translator
     from s2s_attn.evaluation.metrics import score

@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..data.corpus import read_text_lines as read_text
+from ..data.text import read_text_lines as read_text
 from . import fail
 
 PROG = "s2s-align-eval"

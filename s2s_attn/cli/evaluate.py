@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..data.corpus import read_text_lines
+from ..data.text import read_text_lines
 from ..decoding import DECODE_BATCH_SIZE
 from . import fail
 from .translate import search_settings
@@ -66,7 +66,7 @@ def split_files(config: dict, split: str) -> tuple[Path, Path]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from ..data.corpus import DataError
+    from ..data.errors import DataError
     from ..decoding.translator import Translator
     from ..evaluation.metrics import score
     from ..training.checkpoint import CheckpointError

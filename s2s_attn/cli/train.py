@@ -45,7 +45,7 @@ def main() -> None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
-    from ..data.corpus import DataError
+    from ..data.errors import DataError
     from ..training.checkpoint import CheckpointError
     from ..training.resume import TrainingError
     from ..training.trainer import train

@@ -90,7 +90,7 @@ def interactive(translator, search) -> int:
 def read_lines(path: str) -> list[str]:
     """The input's lines, split on newlines only: a vertical tab, form feed or U+2028 inside a line is a
     control character to clean, not a line break that would shift every later output line."""
-    from ..data.corpus import read_text_lines
+    from ..data.text import read_text_lines
 
     if path != "-":
         return read_text_lines(path)

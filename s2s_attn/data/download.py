@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from s2s_attn.data.corpus import DataError
+from s2s_attn.data.errors import DataError
 
 
 @dataclass(frozen=True)

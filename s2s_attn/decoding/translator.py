@@ -93,7 +93,7 @@ class Translator:
         translator = cls(model.to(dev), tokenizer, dev, int(payload["config"]["data"].get("max_src_pieces", 200)),
                          frozen=True)
         translator.config = payload["config"]
-        from ..data.corpus import input_script_converter
+        from ..data.chinese import input_script_converter
 
         translator.convert_source = input_script_converter(payload["config"].get("data", {}))
         translator.checkpoint_path = Path(payload["path"])
@@ -142,7 +142,7 @@ class Translator:
     def encode_lines(self, lines: list[str]) -> tuple[list[int], list[list[int]]]:
         """Normalise and encode raw lines: (indices of the non-empty lines, their source ids, truncated
         to ``max_src_pieces`` with a warning)."""
-        from ..data.corpus import normalize_text
+        from ..data.text import normalize_text
 
         cleaned = [normalize_text(line) for line in lines]
         if self.convert_source is not None:

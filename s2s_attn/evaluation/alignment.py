@@ -53,7 +53,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..data.corpus import normalize_text, read_text_lines
+from ..data.text import normalize_text, read_text_lines
 
 WORD_START = "\u2581"  # SentencePiece's "▁": the piece starts a new (whitespace-separated) word
 Link = tuple[int, int]  # (source word, target word), 0-based

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import sacrebleu
 
-from ..data.corpus import is_chinese
+from ..data.chinese import is_chinese
 
 
 def bleu_tokenizer_for(lang: str) -> str:

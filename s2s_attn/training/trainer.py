@@ -27,13 +27,14 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..data.batching import Batch, BatchIterator, inference_batches, make_batch
-from ..data.corpus import prepare_data, write_atomic
+from ..data.corpus import prepare_data
 from ..data.tokenizer import PAD_ID, Tokenizer
 from ..decoding.translator import Translator, resolve_device
 from ..evaluation.alignment import AlignmentMonitor
 from ..evaluation.metrics import Scores, score
 from ..model import gemm, kernels
 from ..model.seq2seq import ModelConfig, Seq2Seq
+from ..outputs import write_atomic
 from ..runtime import keep_freed_memory
 from ..viz.stats import attention_statistics
 from . import distributed

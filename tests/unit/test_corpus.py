@@ -13,19 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from s2s_attn.data import corpus
-from s2s_attn.data.corpus import (
-    DataError,
-    count_words,
-    deduplicate,
-    filter_pairs,
-    normalize_text,
-    prepare_data,
-    read_parallel,
-    read_tsv,
-    source_key,
-    split_grouped,
-)
+from s2s_attn.data import cache, chinese, formats
+from s2s_attn.data.corpus import prepare_data
+from s2s_attn.data.errors import DataError
+from s2s_attn.data.readers import read_parallel, read_tsv
+from s2s_attn.data.split import deduplicate, filter_pairs, split_grouped
+from s2s_attn.data.text import count_words, normalize_text, source_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -271,7 +264,7 @@ def test_split_is_deterministic_for_a_seed() -> None:
 def test_split_is_independent_of_python_hash_seed() -> None:
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]);"
-        "from s2s_attn.data.corpus import split_grouped;"
+        "from s2s_attn.data.split import split_grouped;"
         "pairs = [(f'Source {i % 97}!', f'target {i}') for i in range(400)];"
         "print(json.dumps(split_grouped(pairs, 25, 35, seed=7)))"
     )
@@ -392,8 +385,8 @@ def test_prepare_writes_manifest_and_reuses_cache(tmp_path: Path) -> None:
     assert counts["test_sources_in_train"] == 0 and counts["valid_sources_in_train"] == 0
     assert manifest["split_seed"] == 1 and manifest["config"]["max_words"] == 10
     assert manifest["sources"][0]["path"] == str((tmp_path / "data/tatoeba/eng-fra.tsv").resolve())
-    for name in corpus.SPLIT_FILES:
-        assert manifest["files"][name] == corpus.sha256_file(out / name)
+    for name in cache.SPLIT_FILES:
+        assert manifest["files"][name] == cache.sha256_file(out / name)
     assert len(lines_of(out / "train.src")) == len(lines_of(out / "train.tgt")) == counts["pairs"]["train"]
     assert "J'ai 3 chats !" in lines_of(out / "train.tgt") + lines_of(out / "valid.tgt") + lines_of(
         out / "test.tgt"
@@ -543,8 +536,36 @@ def test_prepare_toy_writes_manifest_around_generated_files(
 
 
 def test_prepare_rejects_an_unknown_format(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="unknown data.format='csv'"):
+    with pytest.raises(DataError, match="unknown data.format='csv'. Set data.format to one of: parallel, toy, tsv"):
         prepare_data({"name": "x", "format": "csv", "root": str(tmp_path), "cache_dir": str(tmp_path)})
+
+
+class EchoFormat(formats.CorpusFormat):
+    """A format for the test below: each word of one file is its own translation; the last two are valid/test."""
+
+    name = "echo"
+
+    def sources(self, cfg, root, log):
+        return [root / "words.txt"]
+
+    def build(self, cfg, sources, out_dir, log):
+        pairs = [(word, word) for word in sources[0].read_text(encoding="utf-8").split()]
+        return {"train": pairs[:-2], "valid": pairs[-2:-1], "test": pairs[-1:]}, {"read": len(pairs)}
+
+
+def test_a_new_format_is_one_registered_class_and_gets_the_cache_and_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(formats.FORMAT_REGISTRY, "echo", EchoFormat)
+    write(tmp_path / "data" / "words.txt", "a b c d e\n")
+    cfg = {"name": "echo", "format": "echo", "root": str(tmp_path / "data"), "cache_dir": str(tmp_path / "cache")}
+    out = prepare_data(cfg, log=lambda _: None)
+    assert lines_of(out / "train.src") == lines_of(out / "train.tgt") == ["a", "b", "c"]
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["format"] == "echo" and manifest["counts"]["pairs"] == {"train": 3, "valid": 1, "test": 1}
+    assert prepare_data(cfg, log=lambda _: None) == out  # cached: the same source file, the same settings
+    write(tmp_path / "data" / "words.txt", "a b c d e f\n")
+    assert prepare_data(cfg, log=lambda _: None) != out  # a changed source file: prepared again
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -583,15 +604,15 @@ def test_prepare_on_the_real_eng_fra_corpus(tmp_path: Path) -> None:
 # ---- Chinese: one script ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("lang,chinese", [("zh", True), ("cmn", True), ("zh-TW", True), ("zh_Hant", True),
-                                          ("en", False), ("fr", False), ("zhx", False)])
-def test_chinese_language_codes(lang: str, chinese: bool) -> None:
-    assert corpus.is_chinese(lang) is chinese
+@pytest.mark.parametrize("lang,names_chinese", [("zh", True), ("cmn", True), ("zh-TW", True), ("zh_Hant", True),
+                                                ("en", False), ("fr", False), ("zhx", False)])
+def test_chinese_language_codes(lang: str, names_chinese: bool) -> None:
+    assert chinese.is_chinese(lang) is names_chinese
 
 
 def test_traditional_chinese_is_converted_to_simplified_on_the_chinese_side_only() -> None:
     pairs = [("We speak Chinese.", "我們說漢語。"), ("Wait!", "等等!"), ("國", "國")]
-    converted, changed = corpus.to_simplified(pairs, sides=(1,))
+    converted, changed = chinese.to_simplified(pairs, sides=(1,))
     assert converted == [("We speak Chinese.", "我们说汉语。"), ("Wait!", "等等!"), ("國", "国")]
     assert changed == 2
 
@@ -624,11 +645,12 @@ def test_zh_script_is_part_of_the_cache_key_only_for_chinese_data(tmp_path: Path
     with pytest.raises(DataError, match="valid: simplified, keep"):
         prepare_data({**cmn, "zh_script": "traditional"}, log=lambda _: None)
     fra = tsv_cfg(make_tsv_root(tmp_path / "fra"), tmp_path / "cache")
-    assert corpus._relevant_config(fra, "tsv") == corpus._relevant_config({**fra, "zh_script": "keep"}, "tsv")
+    tsv = formats.FORMAT_REGISTRY["tsv"]()
+    assert tsv.relevant_config(fra) == tsv.relevant_config({**fra, "zh_script": "keep"})
 
 
 def test_a_chinese_source_is_converted_at_translation_time_as_it_was_for_training() -> None:
-    convert = corpus.input_script_converter({"src_lang": "zh", "tgt_lang": "en", "zh_script": "simplified"})
+    convert = chinese.input_script_converter({"src_lang": "zh", "tgt_lang": "en", "zh_script": "simplified"})
     assert convert("我們說漢語。") == "我们说汉语。"
-    assert corpus.input_script_converter({"src_lang": "zh", "tgt_lang": "en", "zh_script": "keep"}) is None
-    assert corpus.input_script_converter({"src_lang": "en", "tgt_lang": "zh"}) is None  # English source
+    assert chinese.input_script_converter({"src_lang": "zh", "tgt_lang": "en", "zh_script": "keep"}) is None
+    assert chinese.input_script_converter({"src_lang": "en", "tgt_lang": "zh"}) is None  # English source

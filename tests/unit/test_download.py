@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from s2s_attn.data import download
-from s2s_attn.data.corpus import DataError
 from s2s_attn.data.download import download_tatoeba
+from s2s_attn.data.errors import DataError
 
 FRA_TXT = "Go.\tVa !\tCC-BY 2.0 (France) Attribution: tatoeba.org #2877272 (CM) & #1158250 (Wittydev)\n"
 
