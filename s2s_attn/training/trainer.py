@@ -507,7 +507,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         run_dir = Path(ctx.broadcast(str(run_dir)))
         with contextlib.ExitStack() as stack:
             ctx.on_main(lambda: stack.enter_context(run_lock(run_dir)))
-            result = _train(cfg, run_dir, ctx, device)
+            result = TrainingRun(cfg, run_dir, ctx, device).run()
             # every rank has finished before any leaves the group: a Gloo rank that tears the group down while
             # another still works in it can abort at exit ("terminate called without an active exception")
             ctx.barrier()
@@ -518,132 +518,143 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             distributed.cleanup()
 
 
-def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.device) -> dict[str, Any]:
-    tcfg = cfg.trainer
-    ckpt_dir = run_dir / "checkpoints"
-    stale = remove_stale_temporaries(ckpt_dir) if ctx.is_main else []
-    if stale:
-        log.info("removed %d unfinished checkpoint file(s) left by an interrupted save", len(stale))
-    resumed = ctx.on_main(lambda: resume_point(cfg, run_dir))  # every rank resumes from rank 0's checkpoint
-    set_seed(int(tcfg.seed))
-    if tcfg.get("threads"):
-        torch.set_num_threads(int(tcfg.threads))
-    log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
-    if tcfg.get("keep_freed_memory", True):
-        keep_freed_memory()
-    if device.type == "cpu":  # built here, once per machine, rather than in the first training step
-        log.info("element-wise work of the training loops: %s; their float32 matrix products: %s",
-                 "compiled CPU kernels" if kernels.ops() is not None else "Python loops",
-                 {"onednn": "oneDNN", "blas": "PyTorch's BLAS"}[gemm.backend()])
+class TrainingRun:
+    """One training run, read top to bottom: the constructor sets up the data, the model, the optimiser and
+    the writers (and restores a resumed run's state); `run` trains until a stop condition holds, then scores the
+    best checkpoint on the test split. Each step, evaluation and checkpoint is one method; what they share is an
+    attribute of the run, with `state` (a `TrainState`) holding everything a checkpoint must restore."""
 
-    # ---- data -----------------------------------------------------------------------------------
-    saved_tokenizer = None
-    if resumed is not None:
-        saved_tokenizer = tokenizer_from(resumed)
-    corpus = ctx.first_on_main(lambda: load_corpus(cfg, saved_tokenizer))  # rank 0 fills the data cache
-    if resumed is not None and resumed.get("data_dir") not in (None, corpus.data_dir.name):
-        log.warning("the prepared data changed since the checkpoint (%s, now %s): the resumed run will not "
-                    "repeat the original data order", resumed["data_dir"], corpus.data_dir.name)
-    tokenizer, tgt_lang, max_src = corpus.tokenizer, corpus.tgt_lang, corpus.max_src_pieces
-    (valid_src, valid_tgt), (test_src, test_tgt) = corpus.valid, corpus.test
-    iterator = BatchIterator(
-        corpus.train_src, corpus.train_tgt, tcfg.get("batch_tokens"), tcfg.get("batch_size"), seed=int(tcfg.seed),
-        rank=ctx.rank, world_size=ctx.world_size,
-    )
-    eval_batch = int(tcfg.get("eval_batch_size", 128))
-    valid_eval = Evaluator(valid_src, valid_tgt, tokenizer, tgt_lang, eval_batch, max_src)
-    attention_probe = AttentionProbe(valid_eval, int(cfg.get("logger", {}).get("attention_images", 4) or 0))
-    alignment_monitor = AlignmentMonitor.from_config(cfg.get("alignment"), str(cfg.data.src_lang),
-                                                     str(cfg.data.tgt_lang))
+    def __init__(self, cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.device) -> None:
+        self.cfg, self.run_dir, self.ctx, self.device = cfg, run_dir, ctx, device
+        tcfg = self.tcfg = cfg.trainer
+        self.ckpt_dir = run_dir / "checkpoints"
+        stale = remove_stale_temporaries(self.ckpt_dir) if ctx.is_main else []
+        if stale:
+            log.info("removed %d unfinished checkpoint file(s) left by an interrupted save", len(stale))
+        resumed = ctx.on_main(lambda: resume_point(cfg, run_dir))  # every rank resumes from rank 0's checkpoint
+        self.resumed = resumed
+        set_seed(int(tcfg.seed))
+        if tcfg.get("threads"):
+            torch.set_num_threads(int(tcfg.threads))
+        log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
+        if tcfg.get("keep_freed_memory", True):
+            keep_freed_memory()
+        if device.type == "cpu":  # built here, once per machine, rather than in the first training step
+            log.info("element-wise work of the training loops: %s; their float32 matrix products: %s",
+                     "compiled CPU kernels" if kernels.ops() is not None else "Python loops",
+                     {"onednn": "oneDNN", "blas": "PyTorch's BLAS"}[gemm.backend()])
+        self._set_up_data()
+        self._set_up_model()
+        self.state = TrainState()
+        if resumed is not None:
+            self.state = restore_training(resumed, self.model, self.optimizer, self.run_step, self.iterator)
+            if ctx.is_main:
+                set_aside_newer_checkpoints(self.ckpt_dir, self.state.step)
+                carry_best_checkpoint(resumed, self.ckpt_dir)
+            self.state.resumes.append({"step": self.state.step, "checkpoint": resumed["path"],
+                                       "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        self.config_dict = OmegaConf.to_container(cfg, resolve=True)
+        self.tokenizer_entries = tokenizer_tensors(self.tokenizer)
+        # A resumed run drops the events that the killed process logged after its checkpoint (purge_step),
+        # so the TensorBoard curves continue without doubled steps.
+        tb_dir = run_dir / "tensorboard"
+        purge_step = self.state.step + 1 if resumed is not None else (0 if has_events(tb_dir) else None)
+        self.writer = SummaryWriter(log_dir=str(tb_dir), purge_step=purge_step) if ctx.is_main else NullWriter()
+        if resumed is None:
+            self.writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```", 0)
+        self.start = time.time() - self.state.elapsed  # max_minutes counts the time spent before a resume
+        self.last_saved = -1  # a resumed run rewrites its starting checkpoint at the end if it made no step
 
-    # ---- model and optimiser ------------------------------------------------------------------------
-    model_config = model_config_from(cfg, tokenizer)
-    model = Seq2Seq(model_config).to(device)
-    log.info("model: %s decoder, %s attention, %.2fM parameters", model_config.decoder,
-             model_config.attention, model.num_parameters() / 1e6)
-    optimizer = make_optimizer(model, tcfg)
-    max_steps = int(tcfg.max_steps) if tcfg.get("max_steps") else None
-    max_seconds = float(tcfg.max_minutes) * 60 if tcfg.get("max_minutes") else None
-    lr_at = LRSchedule(float(tcfg.lr), str(tcfg.lr_schedule), int(tcfg.warmup_steps), max_steps, max_seconds,
-                       float(tcfg.get("lr_final_fraction", 0.0)))
-    train_model = wrap_for_training(model, ctx, device, bool(tcfg.get("compile", False)))
-    run_step = StepRunner(train_model, optimizer, device, str(tcfg.precision), float(tcfg.label_smoothing),
-                          float(tcfg.get("clip_grad") or 0.0), int(tcfg.get("max_bad_steps", 10) or 0), dist=ctx)
-    if ctx.enabled:  # the same weights everywhere, but each rank its own dropout masks
-        set_seed(int(tcfg.seed) + 1000 * ctx.rank)
+    def _set_up_data(self) -> None:
+        """The prepared corpus (rank 0 fills the data cache first), the training batches and the evaluators."""
+        cfg, tcfg, resumed = self.cfg, self.tcfg, self.resumed
+        saved_tokenizer = tokenizer_from(resumed) if resumed is not None else None
+        self.corpus = corpus = self.ctx.first_on_main(lambda: load_corpus(cfg, saved_tokenizer))
+        if resumed is not None and resumed.get("data_dir") not in (None, corpus.data_dir.name):
+            log.warning("the prepared data changed since the checkpoint (%s, now %s): the resumed run will not "
+                        "repeat the original data order", resumed["data_dir"], corpus.data_dir.name)
+        self.tokenizer = corpus.tokenizer
+        self.iterator = BatchIterator(
+            corpus.train_src, corpus.train_tgt, tcfg.get("batch_tokens"), tcfg.get("batch_size"),
+            seed=int(tcfg.seed), rank=self.ctx.rank, world_size=self.ctx.world_size,
+        )
+        self.eval_batch = int(tcfg.get("eval_batch_size", 128))
+        valid_src, valid_tgt = corpus.valid
+        self.valid_eval = Evaluator(valid_src, valid_tgt, corpus.tokenizer, corpus.tgt_lang, self.eval_batch,
+                                    corpus.max_src_pieces)
+        self.attention_probe = AttentionProbe(self.valid_eval,
+                                              int(cfg.get("logger", {}).get("attention_images", 4) or 0))
+        self.alignment_monitor = AlignmentMonitor.from_config(cfg.get("alignment"), str(cfg.data.src_lang),
+                                                              str(cfg.data.tgt_lang))
 
-    state = TrainState()
-    if resumed is not None:
-        state = restore_training(resumed, model, optimizer, run_step, iterator)
-        if ctx.is_main:
-            set_aside_newer_checkpoints(ckpt_dir, state.step)
-            carry_best_checkpoint(resumed, ckpt_dir)
-        state.resumes.append({"step": state.step, "checkpoint": resumed["path"],
-                              "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    def _set_up_model(self) -> None:
+        """The model, the optimiser and its schedule, and the step runner (DDP, autocast, clipping)."""
+        cfg, tcfg, ctx = self.cfg, self.tcfg, self.ctx
+        self.model_config = model_config_from(cfg, self.tokenizer)
+        self.model = Seq2Seq(self.model_config).to(self.device)
+        log.info("model: %s decoder, %s attention, %.2fM parameters", self.model_config.decoder,
+                 self.model_config.attention, self.model.num_parameters() / 1e6)
+        self.optimizer = make_optimizer(self.model, tcfg)
+        self.max_steps = int(tcfg.max_steps) if tcfg.get("max_steps") else None
+        self.max_seconds = float(tcfg.max_minutes) * 60 if tcfg.get("max_minutes") else None
+        self.lr_at = LRSchedule(float(tcfg.lr), str(tcfg.lr_schedule), int(tcfg.warmup_steps), self.max_steps,
+                                self.max_seconds, float(tcfg.get("lr_final_fraction", 0.0)))
+        train_model = wrap_for_training(self.model, ctx, self.device, bool(tcfg.get("compile", False)))
+        self.run_step = StepRunner(train_model, self.optimizer, self.device, str(tcfg.precision),
+                                   float(tcfg.label_smoothing), float(tcfg.get("clip_grad") or 0.0),
+                                   int(tcfg.get("max_bad_steps", 10) or 0), dist=ctx)
+        if ctx.enabled:  # the same weights everywhere, but each rank its own dropout masks
+            set_seed(int(tcfg.seed) + 1000 * ctx.rank)
 
-    config_dict = OmegaConf.to_container(cfg, resolve=True)
-    tokenizer_entries = tokenizer_tensors(tokenizer)
-    save_every, keep_last = int(tcfg.get("save_every") or 0), int(tcfg.get("keep_last", 3))
+    # ---- checkpoints ---------------------------------------------------------------------------------
 
-    def payload(training_state: bool) -> dict[str, Any]:
+    def payload(self, training_state: bool) -> dict[str, Any]:
+        """What a checkpoint holds: the model and what rebuilds it; with ``training_state``, also everything a
+        resumed run needs (optimiser, data position, random generators, the run's state)."""
         item = {
-            "model_config": model_config.to_dict(),
-            "model": model.state_dict(),
-            "config": config_dict,
-            "step": state.step,
-            "best_bleu": state.best_bleu,
-            "data_dir": corpus.data_dir.name,
-            **tokenizer_entries,
+            "model_config": self.model_config.to_dict(),
+            "model": self.model.state_dict(),
+            "config": self.config_dict,
+            "step": self.state.step,
+            "best_bleu": self.state.best_bleu,
+            "data_dir": self.corpus.data_dir.name,
+            **self.tokenizer_entries,
         }
         if training_state:
-            item.update(optimizer=optimizer.state_dict(), iterator=iterator.state_dict(), rng=rng_state(),
-                        state=state.to_dict())
-            if run_step.scaler is not None:
-                item["scaler"] = run_step.scaler.state_dict()
+            item.update(optimizer=self.optimizer.state_dict(), iterator=self.iterator.state_dict(),
+                        rng=rng_state(), state=self.state.to_dict())
+            if self.run_step.scaler is not None:
+                item["scaler"] = self.run_step.scaler.state_dict()
         return item
 
-    # A resumed run drops the events that the killed process logged after its checkpoint (purge_step),
-    # so the TensorBoard curves continue without doubled steps.
-    tb_dir = run_dir / "tensorboard"
-    purge_step = state.step + 1 if resumed is not None else (0 if has_events(tb_dir) else None)
-    writer = SummaryWriter(log_dir=str(tb_dir), purge_step=purge_step) if ctx.is_main else NullWriter()
-    if resumed is None:
-        writer.add_text("config", "```\n" + OmegaConf.to_yaml(cfg) + "\n```", 0)
-
-    # ---- loop -------------------------------------------------------------------------------------
-    eval_every, log_every = int(tcfg.eval_every), int(tcfg.log_every)
-    patience = int(tcfg.get("patience") or 0)
-    start = time.time() - state.elapsed  # max_minutes counts the time spent before a resume
-    window_start = time.time()
-    last_saved = -1  # a resumed run rewrites its starting checkpoint at the end if it made no step (resumes)
-    progress = tqdm(total=max_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
-                    mininterval=2.0, disable=not ctx.is_main)
-
-    def save_training_state() -> None:
+    def save_training_state(self) -> None:
         """``step_N.pt`` with everything needed to resume; then drop all but the newest ``keep_last``."""
-        nonlocal last_saved
-        if last_saved == state.step:
+        if self.last_saved == self.state.step:
             return
-        rngs = ctx.all_gather(rng_state())  # with DDP: every rank's generators (all ranks call this)
-        last_saved = state.step
-        if not ctx.is_main:
+        rngs = self.ctx.all_gather(rng_state())  # with DDP: every rank's generators (all ranks call this)
+        self.last_saved = self.state.step
+        if not self.ctx.is_main:
             return
-        state.elapsed = time.time() - start
-        writer.flush()  # the events up to this step are on disk before a checkpoint that resumes after them
-        item = payload(training_state=True)
-        if ctx.enabled:
+        self.state.elapsed = time.time() - self.start
+        self.writer.flush()  # the events up to this step are on disk before a checkpoint that resumes after them
+        item = self.payload(training_state=True)
+        if self.ctx.enabled:
             item["rng_ranks"] = rngs
-        save_checkpoint(step_checkpoint_path(ckpt_dir, state.step), item)
-        prune_step_checkpoints(ckpt_dir, keep_last)
+        save_checkpoint(step_checkpoint_path(self.ckpt_dir, self.state.step), item)
+        prune_step_checkpoints(self.ckpt_dir, int(self.tcfg.get("keep_last", 3)))
 
-    def evaluate() -> float:
-        """Validation on rank 0 (the caller saves the training state afterwards, on every rank)."""
-        step = state.step
+    # ---- evaluation ----------------------------------------------------------------------------------
+
+    def evaluate(self) -> float:
+        """Validation on rank 0: loss, BLEU, chrF, attention images and statistics (and AER with
+        ``alignment=``); keeps ``best.pt`` and the early-stopping count. The caller saves the training state
+        afterwards, on every rank."""
+        model, writer, state, step = self.model, self.writer, self.state, self.state.step
         t0 = time.time()
-        nll, ppl = valid_eval.loss(model, device)
-        scores, hyps, attn_stats = valid_eval.scores(model, device)
+        nll, ppl = self.valid_eval.loss(model, self.device)
+        scores, hyps, attn_stats = self.valid_eval.scores(model, self.device)
         try:
-            attention_probe.log(writer, model, device, step)
+            self.attention_probe.log(writer, model, self.device, step)
         except Exception as error:  # a plotting problem must not end a training run
             log.warning("attention images skipped at step %d: %s: %s", step, type(error).__name__, error)
         model.train()
@@ -651,21 +662,25 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.devic
         writer.add_scalar("valid/ppl", ppl, step)
         writer.add_scalar("valid/bleu", scores.bleu, step)
         writer.add_scalar("valid/chrf", scores.chrf, step)
-        writer.add_text("valid/example", f"**src** {valid_src[0]}  \n**hyp** {hyps[0]}  \n**ref** {valid_tgt[0]}", step)
+        valid_src, valid_tgt = self.corpus.valid
+        writer.add_text("valid/example", f"**src** {valid_src[0]}  \n**hyp** {hyps[0]}  \n**ref** {valid_tgt[0]}",
+                        step)
         if attn_stats["rows"]:
             writer.add_scalar("attention/entropy", attn_stats["entropy"], step)
             writer.add_scalar("attention/diagonal_share", attn_stats["diagonal_share"], step)
-        alignment = alignment_monitor(model, tokenizer, device) if alignment_monitor is not None else None
+        alignment = None
+        if self.alignment_monitor is not None:
+            alignment = self.alignment_monitor(model, self.tokenizer, self.device)
         if alignment is not None:
             for key in ("aer", "precision", "recall", "diagonal_aer"):
                 writer.add_scalar(f"alignment/{key}", alignment[key], step)
         improved = scores.bleu > state.best_bleu
         if improved:
             state.best_bleu, state.bad_evals = scores.bleu, 0
-            save_checkpoint(ckpt_dir / "best.pt", payload(training_state=False))
+            save_checkpoint(self.ckpt_dir / "best.pt", self.payload(training_state=False))
         else:
             state.bad_evals += 1
-        entry = {"step": step, "minutes": (time.time() - start) / 60, "valid_loss": nll, "valid_ppl": ppl,
+        entry = {"step": step, "minutes": (time.time() - self.start) / 60, "valid_loss": nll, "valid_ppl": ppl,
                  "valid_bleu": scores.bleu, "valid_chrf": scores.chrf,
                  "attention_entropy": attn_stats["entropy"] if attn_stats["rows"] else None,
                  "attention_diagonal_share": attn_stats["diagonal_share"] if attn_stats["rows"] else None}
@@ -679,115 +694,147 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: Distributed, device: torch.devic
         )
         return scores.bleu
 
-    def stop_reason(seconds: float) -> str | None:
-        if patience and state.bad_evals >= patience:
+    # ---- the loop ------------------------------------------------------------------------------------
+
+    def stop_reason(self, seconds: float) -> str | None:
+        """Why training stops now (early stopping, max_steps, max_minutes), or None to go on."""
+        patience = int(self.tcfg.get("patience") or 0)
+        if patience and self.state.bad_evals >= patience:
             return f"early stopping (no BLEU gain in {patience} evaluations)"
-        if max_steps is not None and state.step >= max_steps:
+        if self.max_steps is not None and self.state.step >= self.max_steps:
             return "max_steps"
-        if max_seconds is not None and seconds >= max_seconds:
-            return f"max_minutes={tcfg.max_minutes}"
+        if self.max_seconds is not None and seconds >= self.max_seconds:
+            return f"max_minutes={self.tcfg.max_minutes}"
         return None
 
-    if resumed is not None:  # last: building the model above drew from the generators
-        restore_rng(rank_rng_state(resumed, ctx, int(tcfg.seed)))
-    last_evaluated = state.history[-1]["step"] if state.history else -1
-    model.train()
-    with logging_redirect_tqdm():  # log lines (evaluations) print above the progress bar
-        while True:
-            seconds = time.time() - start
-            reason, seconds = ctx.agree(stop_reason(seconds), seconds)  # rank 0 decides, for all ranks
-            if reason is not None:
-                break
-            _, _, batch = next(iterator)
-            batch = batch.to(device)
-            lr = lr_at(state.step, seconds)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum, n_tokens, grad_norm = run_step(batch)
-            state.step += 1
-            state.skipped_steps = run_step.skipped
-            state.window_tokens += n_tokens
-            if not run_step.last_skipped:
-                state.window_loss += loss_sum
-                state.window_loss_tokens += n_tokens
-            progress.update(1)
-            if state.step % log_every == 0:
-                elapsed = time.time() - window_start
-                state.total_tokens += state.window_tokens
-                state.train_seconds += elapsed
-                tok_s = state.window_tokens / max(elapsed, 1e-9)
-                writer.add_scalar("train/lr", lr, state.step)
-                writer.add_scalar("train/tokens_per_s", tok_s, state.step)
-                writer.add_scalar("train/grad_norm", float(grad_norm), state.step)
-                if state.window_loss_tokens:
-                    mean_loss = state.window_loss / state.window_loss_tokens
-                    state.train_curve.append([state.step, mean_loss])
-                    writer.add_scalar("train/loss", mean_loss, state.step)
-                    writer.add_scalar("train/ppl", math.exp(min(mean_loss, 50.0)), state.step)
-                    progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tok_s:.0f}", lr=f"{lr:.2e}")
-                state.window_tokens, state.window_loss, state.window_loss_tokens = 0, 0.0, 0
-                window_start = time.time()
-            t_pause = time.time()
-            if state.step % eval_every == 0:
-                if ctx.is_main:
-                    evaluate()
-                last_evaluated = state.step
-                save_training_state()
-            if save_every and state.step % save_every == 0:
-                save_training_state()
-            window_start += time.time() - t_pause  # evaluations and saving are not training throughput
-    progress.close()
-    train_minutes = (time.time() - start) / 60
-    if last_evaluated != state.step and ctx.is_main:
-        evaluate()
-    save_training_state()
-    log.info("training stopped after %d steps, %.1f minutes: %s", state.step, train_minutes, reason)
-    if iterator.skipped_small:
-        log.info("passed over %d global batches with fewer sentences than the %d ranks", iterator.skipped_small,
-                 ctx.world_size)
-    if not ctx.is_main:
-        return {"rank": ctx.rank, "steps": state.step}
+    def train_step(self, batch: Batch, seconds: float) -> tuple[float, torch.Tensor]:
+        """One update on ``batch`` at the learning rate of this step and time: -> (lr, gradient norm)."""
+        state = self.state
+        lr = self.lr_at(state.step, seconds)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum, n_tokens, grad_norm = self.run_step(batch)
+        state.step += 1
+        state.skipped_steps = self.run_step.skipped
+        state.window_tokens += n_tokens
+        if not self.run_step.last_skipped:
+            state.window_loss += loss_sum
+            state.window_loss_tokens += n_tokens
+        return lr, grad_norm
 
-    # ---- final evaluation with the best checkpoint ---------------------------------------------------
-    if not (ckpt_dir / "best.pt").is_file():  # resumed into a new directory, no gain since
-        log.warning("no best.pt in %s: the final model is evaluated and saved as best.pt", ckpt_dir)
-        save_checkpoint(ckpt_dir / "best.pt", payload(training_state=False))
-    best = load_checkpoint(ckpt_dir / "best.pt")
-    model.load_state_dict(best["model"])
-    test_eval = Evaluator(test_src, test_tgt, tokenizer, tgt_lang, eval_batch, max_src)
-    test_scores, test_hyps, _ = test_eval.scores(model, device)
-    write_atomic(run_dir / "test.hyp", "".join(h + "\n" for h in test_hyps).encode("utf-8"))
-    writer.add_scalar("test/bleu", test_scores.bleu, state.step)
-    writer.add_scalar("test/chrf", test_scores.chrf, state.step)
-    writer.close()
-    results = {
-        "attention": model_config.attention,
-        "decoder": model_config.decoder,
-        "data": str(cfg.data.name),
-        "seed": int(tcfg.seed),
-        "tgt_lang": tgt_lang,
-        "test_references": str(corpus.data_dir / "test.tgt"),
-        "test_hypotheses": str(run_dir / "test.hyp"),
-        "tokens_per_s": state.total_tokens / state.train_seconds if state.train_seconds else None,
-        "wall_minutes": (time.time() - start) / 60,
-        "steps": state.step,
-        "world_size": ctx.world_size,
-        "train_minutes": train_minutes,
-        "stop_reason": reason,
-        "skipped_steps": state.skipped_steps,
-        "resumes": state.resumes,
-        "best_step": int(best["step"]),
-        "best_valid_bleu": state.best_bleu,
-        "test_bleu": test_scores.bleu,
-        "test_chrf": test_scores.chrf,
-        "bleu_signature": test_scores.bleu_signature,
-        "chrf_signature": test_scores.chrf_signature,
-        "parameters": model.num_parameters(),
-        "history": state.history,
-        "train_loss": state.train_curve,
-        "checkpoint": str(ckpt_dir / "best.pt"),
-    }
-    write_atomic(run_dir / "results.json", json.dumps(results, indent=1).encode("utf-8"))
-    log.info("best valid BLEU %.2f (step %d); test BLEU %.2f chrF %.2f  [%s]", state.best_bleu,
-             results["best_step"], test_scores.bleu, test_scores.chrf, test_scores.bleu_signature)
-    return results
+    def log_window(self, lr: float, grad_norm: torch.Tensor, seconds: float, progress: tqdm) -> None:
+        """Every ``log_every`` steps: the window's mean training loss, tokens/s, learning rate and gradient
+        norm to TensorBoard, results.json's loss curve and the progress bar; then a new window."""
+        state, writer = self.state, self.writer
+        state.total_tokens += state.window_tokens
+        state.train_seconds += seconds
+        tok_s = state.window_tokens / max(seconds, 1e-9)
+        writer.add_scalar("train/lr", lr, state.step)
+        writer.add_scalar("train/tokens_per_s", tok_s, state.step)
+        writer.add_scalar("train/grad_norm", float(grad_norm), state.step)
+        if state.window_loss_tokens:
+            mean_loss = state.window_loss / state.window_loss_tokens
+            state.train_curve.append([state.step, mean_loss])
+            writer.add_scalar("train/loss", mean_loss, state.step)
+            writer.add_scalar("train/ppl", math.exp(min(mean_loss, 50.0)), state.step)
+            progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tok_s:.0f}", lr=f"{lr:.2e}")
+        state.window_tokens, state.window_loss, state.window_loss_tokens = 0, 0.0, 0
+
+    def run(self) -> dict[str, Any]:
+        """Train until a stop condition holds (rank 0 decides for every rank), evaluating every
+        ``eval_every`` and checkpointing every ``save_every`` steps; then the final evaluation and, on rank 0,
+        the test scores and results.json (other ranks return ``{"rank": r, "steps": n}``)."""
+        tcfg, ctx, state = self.tcfg, self.ctx, self.state
+        eval_every, log_every = int(tcfg.eval_every), int(tcfg.log_every)
+        save_every = int(tcfg.get("save_every") or 0)
+        if self.resumed is not None:  # last: building the model drew from the generators
+            restore_rng(rank_rng_state(self.resumed, ctx, int(tcfg.seed)))
+        last_evaluated = state.history[-1]["step"] if state.history else -1
+        progress = tqdm(total=self.max_steps, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
+                        mininterval=2.0, disable=not ctx.is_main)
+        window_start = time.time()
+        self.model.train()
+        with logging_redirect_tqdm():  # log lines (evaluations) print above the progress bar
+            while True:
+                seconds = time.time() - self.start
+                reason, seconds = ctx.agree(self.stop_reason(seconds), seconds)  # rank 0 decides, for all ranks
+                if reason is not None:
+                    break
+                _, _, batch = next(self.iterator)
+                lr, grad_norm = self.train_step(batch.to(self.device), seconds)
+                progress.update(1)
+                if state.step % log_every == 0:
+                    self.log_window(lr, grad_norm, time.time() - window_start, progress)
+                    window_start = time.time()
+                t_pause = time.time()
+                if state.step % eval_every == 0:
+                    if ctx.is_main:
+                        self.evaluate()
+                    last_evaluated = state.step
+                    self.save_training_state()
+                if save_every and state.step % save_every == 0:
+                    self.save_training_state()
+                window_start += time.time() - t_pause  # evaluations and saving are not training throughput
+        progress.close()
+        train_minutes = (time.time() - self.start) / 60
+        if last_evaluated != state.step and ctx.is_main:
+            self.evaluate()
+        self.save_training_state()
+        log.info("training stopped after %d steps, %.1f minutes: %s", state.step, train_minutes, reason)
+        if self.iterator.skipped_small:
+            log.info("passed over %d global batches with fewer sentences than the %d ranks",
+                     self.iterator.skipped_small, ctx.world_size)
+        if not ctx.is_main:
+            return {"rank": ctx.rank, "steps": state.step}
+        return self.test_and_report(reason, train_minutes)
+
+    # ---- the end ---------------------------------------------------------------------------------------
+
+    def test_and_report(self, reason: str, train_minutes: float) -> dict[str, Any]:
+        """Score the best checkpoint on the test split; write test.hyp and results.json; -> the results."""
+        state, model, ckpt_dir = self.state, self.model, self.ckpt_dir
+        if not (ckpt_dir / "best.pt").is_file():  # resumed into a new directory, no gain since
+            log.warning("no best.pt in %s: the final model is evaluated and saved as best.pt", ckpt_dir)
+            save_checkpoint(ckpt_dir / "best.pt", self.payload(training_state=False))
+        best = load_checkpoint(ckpt_dir / "best.pt")
+        model.load_state_dict(best["model"])
+        corpus = self.corpus
+        test_src, test_tgt = corpus.test
+        test_eval = Evaluator(test_src, test_tgt, self.tokenizer, corpus.tgt_lang, self.eval_batch,
+                              corpus.max_src_pieces)
+        test_scores, test_hyps, _ = test_eval.scores(model, self.device)
+        write_atomic(self.run_dir / "test.hyp", "".join(h + "\n" for h in test_hyps).encode("utf-8"))
+        self.writer.add_scalar("test/bleu", test_scores.bleu, state.step)
+        self.writer.add_scalar("test/chrf", test_scores.chrf, state.step)
+        self.writer.close()
+        results = {
+            "attention": self.model_config.attention,
+            "decoder": self.model_config.decoder,
+            "data": str(self.cfg.data.name),
+            "seed": int(self.tcfg.seed),
+            "tgt_lang": corpus.tgt_lang,
+            "test_references": str(corpus.data_dir / "test.tgt"),
+            "test_hypotheses": str(self.run_dir / "test.hyp"),
+            "tokens_per_s": state.total_tokens / state.train_seconds if state.train_seconds else None,
+            "wall_minutes": (time.time() - self.start) / 60,
+            "steps": state.step,
+            "world_size": self.ctx.world_size,
+            "train_minutes": train_minutes,
+            "stop_reason": reason,
+            "skipped_steps": state.skipped_steps,
+            "resumes": state.resumes,
+            "best_step": int(best["step"]),
+            "best_valid_bleu": state.best_bleu,
+            "test_bleu": test_scores.bleu,
+            "test_chrf": test_scores.chrf,
+            "bleu_signature": test_scores.bleu_signature,
+            "chrf_signature": test_scores.chrf_signature,
+            "parameters": model.num_parameters(),
+            "history": state.history,
+            "train_loss": state.train_curve,
+            "checkpoint": str(ckpt_dir / "best.pt"),
+        }
+        write_atomic(self.run_dir / "results.json", json.dumps(results, indent=1).encode("utf-8"))
+        log.info("best valid BLEU %.2f (step %d); test BLEU %.2f chrF %.2f  [%s]", state.best_bleu,
+                 results["best_step"], test_scores.bleu, test_scores.chrf, test_scores.bleu_signature)
+        return results
