@@ -236,7 +236,7 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
     from s2s_attn.runtime import keep_freed_memory
     from s2s_attn.training.trainer import (
         StepRunner,
-        check_trainer_config,
+        configure_cpu,
         load_corpus,
         make_optimizer,
         model_config_from,
@@ -245,7 +245,7 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    check_trainer_config(cfg.trainer)  # as s2s-train: the compiled kernels, the matrix-product library
+    configure_cpu(cfg.trainer)  # as s2s-train: the compiled kernels, the matrix-product library
     if cfg.trainer.get("keep_freed_memory", True):
         keep_freed_memory()
     torch.set_num_threads(threads)

@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 
+from ..outputs import unwritable_dir
 from . import fail
 
 PROG = "s2s-compare"
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from ..evaluation.compare import CompareError, collect_runs, compare, markdown_table, write_outputs
 
+    if reason := unwritable_dir(args.out):  # before the bootstrap, not after it
+        return fail(PROG, f"cannot write --out {args.out}: {reason}")
     runs, skipped = collect_runs(args.paths)
     for item in skipped:
         print(f"s2s-compare: skipped {item}", file=sys.stderr)

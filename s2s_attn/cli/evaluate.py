@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..data.text import read_text_lines
 from ..decoding import DECODE_BATCH_SIZE
+from ..outputs import unwritable_dir, write_atomic
 from . import fail
 from .translate import search_settings
 
@@ -90,20 +91,22 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, f"{src_path} is empty: nothing to evaluate")
     tgt_lang = args.tgt_lang or str(config["data"].get("tgt_lang", "en"))
     decoding = "greedy" if args.beam == 1 else f"beam{args.beam}"
+    out_dir = Path(args.out) if args.out else translator.checkpoint_path.parent.parent / "eval"
+    if reason := unwritable_dir(out_dir):  # before the decoding, not after it
+        return fail(PROG, f"cannot write the results to {out_dir}: {reason}")
     start = time.time()
     hypotheses = translator.translate(sources, batch_size=args.batch_size, search=search)
     seconds = time.time() - start
     scores = score(hypotheses, references, tgt_lang)
-    out_dir = Path(args.out) if args.out else translator.checkpoint_path.parent.parent / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     hyp_path, json_path = out_dir / f"{name}.{decoding}.hyp", out_dir / f"{name}.{decoding}.json"
-    hyp_path.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    write_atomic(hyp_path, "".join(h + "\n" for h in hypotheses).encode("utf-8"))
     record = {"checkpoint": str(translator.checkpoint_path), "source": str(src_path), "references": str(ref_path),
               "hypotheses": str(hyp_path), "sentences": len(sources), "decoding": vars(search),
               "bleu": scores.bleu, "chrf": scores.chrf, "bleu_signature": scores.bleu_signature,
               "chrf_signature": scores.chrf_signature, "seconds": seconds,
               "sentences_per_second": len(sources) / max(seconds, 1e-9), "truncated_inputs": translator.truncated}
-    json_path.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    write_atomic(json_path, json.dumps(record, indent=1).encode("utf-8"))
     print(f"{name} ({len(sources)} sentences, {decoding}): BLEU {scores.bleu:.2f}  chrF {scores.chrf:.2f}  "
           f"[{len(sources) / max(seconds, 1e-9):.0f} sentences/s]")
     print(f"BLEU signature: {scores.bleu_signature}")

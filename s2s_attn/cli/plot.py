@@ -16,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..outputs import atomic_output, unwritable_dir, write_atomic
 from . import fail
 
 PROG = "s2s-plot"
@@ -60,10 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     if not sentences:
         return fail(PROG, "nothing to plot: give sentences as arguments or with --input FILE (empty lines are skipped)")
     out_dir = Path(args.out)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        return fail(PROG, f"cannot create --out directory: {error}")
+    if reason := unwritable_dir(out_dir):
+        return fail(PROG, f"cannot write --out {out_dir}: {reason}")
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     from ..decoding.translator import Translator
     from ..training.checkpoint import CheckpointError
@@ -83,13 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         png, page = out_dir / f"{name}.png", out_dir / f"{name}.html"
         try:
             fig = attention_figure(item.attention, item.src_tokens, item.tgt_tokens, title=item.source, dpi=args.dpi)
-            save_figure(fig, png)
-            page.write_text(
-                attention_html(item.attention, item.src_tokens, item.tgt_tokens, source=item.source,
-                               translation=item.translation, title=f"Attention: {item.source}",
-                               heads=item.heads, png=png.name),
-                encoding="utf-8",
-            )
+            with atomic_output(png, "wb") as handle:
+                save_figure(fig, handle)
+            html = attention_html(item.attention, item.src_tokens, item.tgt_tokens, source=item.source,
+                                  translation=item.translation, title=f"Attention: {item.source}",
+                                  heads=item.heads, png=png.name)
+            write_atomic(page, html.encode("utf-8"))
         except OSError as error:
             return fail(PROG, f"cannot write into {out_dir}: {error}")
         print(f"[{n}] {item.source}\n    -> {item.translation}\n    {png}\n    {page}")

@@ -21,7 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from . import config_dir
+from ..outputs import unwritable_dir
+from . import config_dir, fail
 
 log = logging.getLogger("s2s_attn")
 
@@ -37,9 +38,22 @@ def other_rank() -> bool:
     return "WORLD_SIZE" in os.environ and os.environ.get("RANK", "0") != "0"
 
 
+def output_root(argv: list[str]) -> tuple[str, str]:
+    """(the setting, the directory) a run (or a ``-m`` sweep) will write into, from the command line: the given
+    ``hydra.run.dir`` / ``hydra.sweep.dir``, else the directory the default one lies in."""
+    sweep = "-m" in argv or "--multirun" in argv
+    key = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    given = next((arg.split("=", 1)[1] for arg in argv if arg.startswith(f"{key}=")), None)
+    return key, given if given is not None else ("multirun" if sweep else "outputs")
+
+
 def main() -> None:
     if other_rank():
         sys.argv.extend(OTHER_RANK_OVERRIDES)
+    else:  # before Hydra creates it: an unwritable output directory is one line, not Hydra's traceback
+        key, directory = output_root(sys.argv[1:])
+        if "${" not in directory and (reason := unwritable_dir(directory)):
+            sys.exit(fail("s2s-train", f"{key}={directory} cannot be used: {reason}"))
     hydra_main()
 
 

@@ -24,6 +24,7 @@ import sys
 from tqdm import tqdm
 
 from ..decoding import DECODE_BATCH_SIZE
+from ..outputs import atomic_output, unwritable_file, write_atomic
 from . import fail
 
 PROG = "s2s-translate"
@@ -103,6 +104,9 @@ def read_lines(path: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    for path, option in ((args.output, "-o"), (args.attention, "--attention")):  # before any work
+        if path and path != "-" and (reason := unwritable_file(path)):
+            return fail(PROG, f"cannot write {option} {path}: {reason}")
     from ..decoding.translator import Translator
     from ..training.checkpoint import CheckpointError
 
@@ -118,11 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     chunk = max(args.batch_size * 16, 1)
     progress = tqdm(total=len(lines), desc="translate", unit="sent", disable=args.input == "-" or len(lines) <= chunk,
                     file=sys.stderr)
-    try:
-        attention_file = open(args.attention, "w", encoding="utf-8") if args.attention else None
-    except OSError as error:
-        return fail(PROG, f"cannot write --attention file: {error}")
-    with attention_file or contextlib.nullcontext():
+    with atomic_output(args.attention) if args.attention else contextlib.nullcontext() as attention_file:
         for start in range(0, len(lines), chunk):
             part = lines[start : start + chunk]
             if search.nbest > 1:
@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output == "-":
         sys.stdout.write(text)
     else:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
+        write_atomic(args.output, text.encode("utf-8"))
     return 0
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..outputs import atomic_output, write_atomic
 from .metrics import bleu_tokenizer_for
 
 DEFAULT_BASELINE_ATTENTION = "bahdanau"
@@ -639,7 +640,7 @@ def write_markdown(comparison: Comparison, path: str | Path) -> Path:
             parts.append(f"- `{variant.name}` seed {run.seed}: `{run.path}`")
     if comparison.skipped:
         parts += ["", "## Skipped", "", *(f"- `{s.path}`: {s.reason}" for s in comparison.skipped)]
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    write_atomic(path, ("\n".join(parts) + "\n").encode("utf-8"))
     return path
 
 
@@ -650,7 +651,7 @@ def write_csv(comparison: Comparison, path: str | Path) -> Path:
     for key, _, _ in METRICS:
         header += [f"{key}_mean", f"{key}_std"]
     header += ["p_value", "p_note", "baseline", "compared_seed", "baseline_seed", "run_dirs"]
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with atomic_output(path, "w", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for variant in comparison.variants:
@@ -701,7 +702,8 @@ def plot_valid_bleu(comparison: Comparison, path: str | Path) -> Path:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(title="variant", fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_output(path, "wb") as handle:
+        fig.savefig(handle, format="png")
     return path
 
 

@@ -34,8 +34,9 @@ from ..evaluation.alignment import AlignmentMonitor
 from ..evaluation.metrics import Scores, score
 from ..model import gemm, kernels
 from ..model.seq2seq import ModelConfig, Seq2Seq
-from ..outputs import write_atomic
+from ..outputs import unwritable_dir, write_atomic
 from ..runtime import keep_freed_memory
+from ..schema import ConfigError, validate
 from ..viz.stats import attention_statistics
 from . import distributed
 from .checkpoint import (
@@ -366,37 +367,17 @@ class StepRunner:
             )
 
 
-def _positive(tcfg: DictConfig, key: str, allow_null: bool = False, allow_zero: bool = False,
-              kind: type = int) -> None:
-    """Check one trainer setting, with a message naming it."""
-    value = tcfg.get(key)
-    if value is None and allow_null:
-        return
-    wanted = f"{'a non-negative' if allow_zero else 'a positive'} {'integer' if kind is int else 'number'}"
-    wanted += " (or null)" if allow_null else ""
-    try:
-        number = kind(value)
-        ok = number == value if kind is int else True
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or isinstance(value, bool) or (number < 0 if allow_zero else number <= 0):
-        raise ValueError(f"trainer.{key} must be {wanted}, got {value!r}")
+def check_outputs(cfg: DictConfig, run_dir: Path) -> None:
+    """Before any work: the run directory and the prepared-data cache can be written (ConfigError if not)."""
+    for key, directory in (("hydra.run.dir", run_dir), ("data.cache_dir", Path(str(cfg.data.cache_dir)))):
+        if reason := unwritable_dir(directory):
+            raise ConfigError(f"{key}={directory} cannot be used: {reason}")
 
 
-def check_trainer_config(tcfg: DictConfig) -> None:
-    """Fail fast, before any data is prepared, on a trainer setting the run could not use."""
-    if tcfg.get("batch_tokens") is None and tcfg.get("batch_size") is None:
-        raise ValueError("give trainer.batch_tokens or trainer.batch_size (a positive number)")
-    for key in ("batch_tokens", "batch_size", "max_steps", "save_every"):
-        _positive(tcfg, key, allow_null=True)
-    for key in ("eval_every", "log_every", "keep_last"):
-        _positive(tcfg, key)
-    for key in ("patience", "max_bad_steps"):
-        _positive(tcfg, key, allow_null=True, allow_zero=True)
-    _positive(tcfg, "max_minutes", allow_null=True, kind=float)
-    _positive(tcfg, "clip_grad", allow_null=True, allow_zero=True, kind=float)
-    _positive(tcfg, "lr", kind=float)
-    kernels.configure(tcfg.get("kernels", "auto"))  # an unknown value lists the valid ones; true builds them now
+def configure_cpu(tcfg: DictConfig) -> None:
+    """The CPU's fast-path settings for this process: the compiled kernels (``true`` builds them now, and fails
+    if they cannot be built) and the library of the float32 products."""
+    kernels.configure(tcfg.get("kernels", "auto"))
     gemm.configure(tcfg.get("gemm", "auto"))
 
 
@@ -500,7 +481,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     and only rank 0 writes into it (see `s2s_attn.training.distributed`); the others return
     ``{"rank": r, "steps": n}``.
     """
-    check_trainer_config(cfg.trainer)
+    validate(cfg)  # every setting against its rule, before anything is prepared (one-line ConfigError)
+    check_outputs(cfg, Path(run_dir))
+    configure_cpu(cfg.trainer)
     threads = torch.get_num_threads()
     ctx, device = distributed.setup(bool(cfg.trainer.get("ddp", False)), resolve_device(str(cfg.trainer.device)))
     try:

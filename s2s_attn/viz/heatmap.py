@@ -26,6 +26,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -236,16 +237,16 @@ def figure_to_array(fig) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Write a figure (PNG by the file's suffix) and return the path."""
+def save_figure(fig, path: str | os.PathLike | BinaryIO) -> Path | BinaryIO:
+    """Write a figure (PNG by the file's suffix; a binary file object gets a PNG) and return where it went."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
-    path = Path(path)
+    target = path if hasattr(path, "write") else Path(path)
     with _quiet_missing_glyphs():
-        fig.savefig(path)
-    return path
+        fig.savefig(target, format="png" if hasattr(target, "write") else None)
+    return target
 
 
 # ---- HTML ----------------------------------------------------------------------------------------

@@ -94,11 +94,13 @@ def test_an_unknown_config_name_lists_the_valid_ones(tmp_path, override, phrases
 
 
 @pytest.mark.parametrize("override,message", [
-    ("trainer.batch_size=0", "trainer.batch_size must be a positive integer (or null), got 0"),
-    ("trainer.batch_size=-8", "trainer.batch_size must be a positive integer (or null), got -8"),
-    ("trainer.batch_tokens=0", "trainer.batch_tokens must be a positive integer (or null), got 0"),
+    ("trainer.batch_size=0", "trainer.batch_size=0 is not allowed: null or a whole number >= 1"),
+    ("trainer.batch_size=-8", "trainer.batch_size=-8 is not allowed: null or a whole number >= 1"),
+    ("trainer.batch_tokens=0", "trainer.batch_tokens=0 is not allowed: null or a whole number >= 1"),
+    ("trainer.label_smoothing=1.5", "trainer.label_smoothing=1.5 is not allowed: a number in [0, 1)"),
+    ("trainer.warmup_steps=-5", "trainer.warmup_steps=-5 is not allowed: a whole number >= 0"),
 ])
-def test_a_zero_or_negative_batch_size_stops_before_any_data_is_prepared(tmp_path, override, message):
+def test_an_impossible_setting_stops_in_one_line_before_any_data_is_prepared(tmp_path, override, message):
     result = s2s_train(tmp_path, "data=toy", override)
     assert_clear_failure(result, message)
     assert not (tmp_path / "cache").exists()
@@ -106,7 +108,7 @@ def test_a_zero_or_negative_batch_size_stops_before_any_data_is_prepared(tmp_pat
 
 def test_an_unknown_decoder_name_lists_the_valid_ones(tmp_path):
     result = s2s_train(tmp_path, "data=toy", "data.train_size=300", "model.decoder=transformer")
-    assert_clear_failure(result, "unknown", "transformer", "bahdanau, luong")
+    assert_clear_failure(result, "model.decoder='transformer'", "bahdanau, luong")
 
 
 def test_a_vocabulary_too_small_for_the_characters_stops_naming_the_setting(tmp_path):
@@ -211,3 +213,75 @@ def test_translate_refuses_another_programs_checkpoint_naming_it(tmp_path, capsy
     torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "other.pt")
     code, _, err = translate(capsys, str(tmp_path / "other.pt"), "-i", os.devnull, "--device", "cpu")
     assert code == 2 and f"{tmp_path / 'other.pt'} is not an s2s-attn checkpoint" in err
+
+
+# ---- every command checks its outputs before its work ---------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["-o", "--attention"])
+def test_translate_to_a_missing_directory_fails_before_translating(toy_run, tmp_path, capsys, monkeypatch, option):
+    from s2s_attn.decoding.translator import Translator
+
+    loaded = []
+    monkeypatch.setattr(Translator, "from_checkpoint", classmethod(lambda cls, *a, **k: loaded.append(a)))
+    (tmp_path / "in.txt").write_text("a b c\n", encoding="utf-8")
+    code, _, err = translate(capsys, str(toy_run), "-i", str(tmp_path / "in.txt"), option,
+                             str(tmp_path / "no" / "such" / "dir" / "out.txt"))
+    assert code == 2 and not loaded  # no model loaded, nothing translated
+    assert err.count("\n") == 1 and f"cannot write {option}" in err and "does not exist" in err
+
+
+def test_translate_leaves_the_old_output_when_interrupted(toy_run, tmp_path, capsys, monkeypatch):
+    from s2s_attn.decoding.translator import Translator
+
+    (tmp_path / "in.txt").write_text("a b c\nb c d\n", encoding="utf-8")
+    (tmp_path / "out.txt").write_text("the old output\n", encoding="utf-8")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Translator, "translate_with_attention", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        translate(capsys, str(toy_run), "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.txt"),
+                  "--attention", str(tmp_path / "attention.jsonl"), "--device", "cpu")
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8") == "the old output\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.txt"]  # no half-written file
+
+
+def test_evaluate_plot_and_compare_refuse_an_unwritable_out_at_once(toy_run, tmp_path, capsys):
+    from s2s_attn.cli import compare, evaluate, plot
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory\n")
+    out = str(blocker / "results")
+    for main, args in ((evaluate.main, [str(toy_run), "--out", out, "--device", "cpu"]),
+                       (plot.main, [str(toy_run), "a b c", "--out", out, "--device", "cpu"]),
+                       (compare.main, [str(toy_run), "--out", out])):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "a_file is a file, not a directory" in err and "Traceback" not in err, err
+
+
+def test_train_refuses_an_unwritable_cache_directory_before_preparing_anything(tmp_path):
+    (tmp_path / "a_file").write_text("not a directory\n")
+    result = s2s_train(tmp_path, "data=toy", f"data.cache_dir={tmp_path}/a_file/cache")
+    assert_clear_failure(result, "data.cache_dir=", "a_file is a file, not a directory")
+
+
+def test_train_refuses_an_unwritable_run_directory_in_one_line_before_hydra_creates_it(tmp_path):
+    (tmp_path / "a_file").write_text("not a directory\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "0"}
+    result = subprocess.run([sys.executable, "-m", "s2s_attn.cli.train", "data=toy",
+                             f"hydra.run.dir={tmp_path}/a_file/run"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert_clear_failure(result, "hydra.run.dir=", "a_file is a file, not a directory")
+    assert (result.stdout + result.stderr).strip().count("\n") == 0
+
+
+def test_the_output_directory_is_read_from_the_command_line_as_hydra_will_use_it():
+    from s2s_attn.cli.train import output_root
+
+    assert output_root(["data=toy"]) == ("hydra.run.dir", "outputs")
+    assert output_root(["hydra.run.dir=runs/x", "data=toy"]) == ("hydra.run.dir", "runs/x")
+    assert output_root(["-m", "attention=bahdanau,luong_dot"]) == ("hydra.sweep.dir", "multirun")
+    assert output_root(["-m", "hydra.sweep.dir=multirun/zoo"]) == ("hydra.sweep.dir", "multirun/zoo")

@@ -3,11 +3,10 @@ stops with a message; trainer settings the run could not use fail before any wor
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from s2s_attn.data.batching import make_batch
 from s2s_attn.training.resume import TrainingError
-from s2s_attn.training.trainer import StepRunner, check_trainer_config
+from s2s_attn.training.trainer import StepRunner
 
 
 class Poisoned(torch.nn.Module):
@@ -103,41 +102,3 @@ def test_clipping_scales_the_gradients_as_clip_grad_norm_does_and_only_above_the
         torch.testing.assert_close(seen[name], grad, rtol=1e-5, atol=1e-7, msg=name)
     scaled = float(torch.nn.utils.get_total_norm(list(seen.values())))
     assert scaled == pytest.approx(min(expected_norm, clip_grad or float("inf")), rel=1e-4)
-
-
-def trainer_cfg(**overrides):
-    base = dict(batch_tokens=2000, batch_size=None, max_steps=None, max_minutes=20, eval_every=500, log_every=50,
-                save_every=250, keep_last=3, patience=10, max_bad_steps=10, lr=0.001)
-    return OmegaConf.create({**base, **overrides})
-
-
-@pytest.mark.parametrize("overrides,message", [
-    ({"batch_size": 0}, "trainer.batch_size must be a positive integer (or null), got 0"),
-    ({"batch_size": -4}, "trainer.batch_size must be a positive integer (or null), got -4"),
-    ({"batch_tokens": 0}, "trainer.batch_tokens must be a positive integer"),
-    ({"batch_tokens": None, "batch_size": None}, "give trainer.batch_tokens or trainer.batch_size"),
-    ({"batch_size": "many"}, "trainer.batch_size must be a positive integer (or null), got 'many'"),
-    ({"eval_every": 0}, "trainer.eval_every must be a positive integer, got 0"),
-    ({"keep_last": 0}, "trainer.keep_last must be a positive integer, got 0"),
-    ({"max_steps": 2.5}, "trainer.max_steps must be a positive integer (or null), got 2.5"),
-    ({"max_minutes": -1}, "trainer.max_minutes must be a positive number (or null), got -1"),
-    ({"patience": -1}, "trainer.patience must be a non-negative integer (or null), got -1"),
-    ({"lr": 0}, "trainer.lr must be a positive number, got 0"),
-    ({"clip_grad": -1.0}, "trainer.clip_grad must be a non-negative number (or null), got -1.0"),
-])
-def test_unusable_trainer_settings_fail_fast_naming_the_setting(overrides, message):
-    with pytest.raises(ValueError) as info:
-        check_trainer_config(trainer_cfg(**overrides))
-    assert str(info.value).startswith(message)
-
-
-def test_the_default_trainer_settings_pass():
-    from hydra import compose, initialize_config_dir
-
-    from s2s_attn.cli import config_dir
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        check_trainer_config(compose("config").trainer)
-    check_trainer_config(trainer_cfg(batch_tokens=None, batch_size=64, save_every=None, patience=0))
-    check_trainer_config(trainer_cfg(clip_grad=None))  # no clipping
-    check_trainer_config(trainer_cfg(clip_grad=0))
