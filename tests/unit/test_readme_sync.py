@@ -10,11 +10,12 @@ What "in sync" means here, checked below:
   commands may not;
 * the markdown tables hold the same numbers: table by table and row by row, the multiset of numbers
   (``35.37``, ``3,200``, ``0.533``, ``1.17``; written exactly alike, thousands separators included) is equal,
-  so a measured result cannot change in one file only. Numbers in prose are not compared (prose is
-  rephrased when translated; the results that matter are in the tables);
+  so a measured result cannot change in one file only. The figures live in one table, under "Results";
+  numbers in prose are not compared (prose is rephrased when translated);
 * the headings have the same levels in the same order (same sections, same order);
 * each file links to the other one at the top;
-* the set-up block still holds exactly the two set-up commands, ``make train`` and ``make test``.
+* the set-up block still holds exactly the two set-up commands, ``make train`` and ``make test``;
+* README.md stays a user guide: at most 300 lines, and no path that only this project's developers have.
 """
 
 from __future__ import annotations
@@ -135,6 +136,14 @@ def numbers(row: str) -> Counter[str]:
     return Counter(NUMBER.findall(row))
 
 
+def section(text: str, heading: str) -> str:
+    """The lines under the level-2 heading ``## <heading>``, up to the next level-2 heading."""
+    lines = text.splitlines()
+    start = lines.index(f"## {heading}") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[start:end])
+
+
 def heading_levels(text: str) -> list[int]:
     return [len(m.group(1)) for line in outside_code(text) if (m := re.match(r"(#{1,6})\s", line))]
 
@@ -183,7 +192,7 @@ def test_set_up_is_still_exactly_two_commands(english, chinese):
 
 def test_tables_hold_the_same_numbers(english, chinese):
     en, zh = tables(english), tables(chinese)
-    assert len(en) > 5, "too few tables found in README.md: the extraction is broken"
+    assert len(en) >= 3, "too few tables found in README.md: the extraction is broken"
     assert len(en) == len(zh), (
         f"README.md has {len(en)} tables, README.zh-CN.md {len(zh)}; headers in README.md:\n"
         + "\n".join(f"  {t[0]}" for t in en)
@@ -204,6 +213,20 @@ def test_tables_hold_the_same_numbers(english, chinese):
     assert not problems, "the numbers in the tables differ (a result changed in one file only):\n" + "\n".join(
         problems
     )
+
+
+def test_the_results_are_one_table_of_figures_in_each_readme(english, chinese):
+    for name, text, heading in (("README.md", english, "Results"), ("README.zh-CN.md", chinese, "结果")):
+        assert f"## {heading}" in text.splitlines(), f"{name} has no '## {heading}' section"
+        found = tables(section(text, heading))
+        assert len(found) == 1, f"the '{heading}' section of {name} holds {len(found)} tables; the figures go in one"
+        assert all(numbers(row) for row in found[0][1:]), f"a row of {name}'s results table holds no figure"
+
+
+def test_the_readme_is_a_user_guide(english):
+    lines = english.splitlines()
+    assert len(lines) <= 300, f"README.md has {len(lines)} lines: measurements and details go to docs/"
+    assert "../shared" not in english, "README.md names ../shared, which users do not have (say S2S_DATA_DIR)"
 
 
 def test_same_sections_in_the_same_order(english, chinese):
