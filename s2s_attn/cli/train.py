@@ -12,9 +12,12 @@ training could not go on (diverged, or another s2s-train owns the run directory)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -47,19 +50,38 @@ def output_root(argv: list[str]) -> tuple[str, str]:
     return key, given if given is not None else ("multirun" if sweep else "outputs")
 
 
+def remove_unused_run_dir(run_dir: str | os.PathLike) -> None:
+    """Remove a run directory that holds nothing but what Hydra wrote into it (``.hydra/`` and the log), and its
+    parent if that is then empty: a run stopped by its settings, before any work, leaves nothing behind."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run_dir.parent.rmdir()  # only if empty: a default run's outputs/<data>-<attention>/
+
+
+#: whether the run directory named on the command line existed before this command (then it is left as it is)
+_run_dir_existed = True
+
+
 def main() -> None:
+    global _run_dir_existed
     if other_rank():
         sys.argv.extend(OTHER_RANK_OVERRIDES)
     else:  # before Hydra creates it: an unwritable output directory is one line, not Hydra's traceback
         key, directory = output_root(sys.argv[1:])
         if "${" not in directory and (reason := unwritable_dir(directory)):
             sys.exit(fail("s2s-train", f"{key}={directory} cannot be used: {reason}"))
+        given = any(arg.startswith(f"{key}=") for arg in sys.argv[1:])
+        _run_dir_existed = key == "hydra.sweep.dir" or (given and Path(directory).exists())
     hydra_main()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def hydra_main(cfg: DictConfig) -> float | None:
     from ..data.errors import DataError
+    from ..schema import ConfigError
     from ..training.checkpoint import CheckpointError
     from ..training.resume import TrainingError
     from ..training.trainer import train
@@ -77,6 +99,8 @@ def hydra_main(cfg: DictConfig) -> float | None:
         log.error("error: %s", error)
         if hydra_cfg.mode == RunMode.MULTIRUN:  # one bad variant must not end the whole sweep
             return float("nan")
+        if isinstance(error, ConfigError) and main_rank and not _run_dir_existed:
+            remove_unused_run_dir(run_dir)
         sys.exit(1 if isinstance(error, TrainingError) else 2)
     if not main_rank:
         return None

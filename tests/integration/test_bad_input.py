@@ -104,6 +104,7 @@ def test_an_impossible_setting_stops_in_one_line_before_any_data_is_prepared(tmp
     result = s2s_train(tmp_path, "data=toy", override)
     assert_clear_failure(result, message)
     assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "run").exists()  # nothing half-written: not even Hydra's copy of the config
 
 
 def test_an_unknown_decoder_name_lists_the_valid_ones(tmp_path):
