@@ -275,6 +275,11 @@ class TrainerSchema:
     resume: str | None = setting(None, Text("null, auto, or a checkpoint or run directory"))
     ddp: bool = setting(False, Flag("true or false"))
     compile: bool = setting(False, Flag("true or false"))
+
+
+@dataclass
+class FastSchema:
+    enabled: bool = setting(True, Flag("true or false"))
     kernels: str = setting("auto", OneOf("auto, true or false", words=("auto", "true", "false")))
     gemm: str = setting("auto", OneOf("auto, blas or onednn", words=("auto", "blas", "onednn")))
     keep_freed_memory: bool = setting(True, Flag("true or false"))
@@ -304,6 +309,7 @@ SCHEMAS: dict[str, type] = {
     "model": ModelSchema,
     "attention": AttentionSchema,
     "trainer": TrainerSchema,
+    "fast": FastSchema,
     "logger": LoggerSchema,
     "alignment": AlignmentSchema,
 }
@@ -437,7 +443,7 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     typed = {}
     for group in SCHEMAS:
         values = plain.get(group)
-        if values is None and group in ("logger", "alignment"):
+        if values is None and group in ("fast", "logger", "alignment"):
             values = {}
         if not isinstance(values, Mapping):
             raise ConfigError(f"{group}={values!r} is not allowed: a config group ({group}=NAME)")

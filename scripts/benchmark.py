@@ -34,6 +34,13 @@ A peer's train_tok_s is the median of its 50-step windows' logged rates after wa
 the ratio's train_tok_s divides our rate over all timed steps by it, train_tok_s_median our median 50-step window
 (the same statistic on both sides: one slow phase of a shared machine moves a median less).
 
+``--ablate`` measures what each fast path gains instead (`s2s_attn.fast`): for each configuration, the same
+``--steps`` training batches run again and again, with one component's fast implementation installed and then
+removed (the reference runs), in ``--rounds`` rounds that alternate which goes first; the same for the compiled
+kernels, for the whole fast layer at once, and for decoding's fused step (greedy and beam 5 on ``--decode`` test
+sentences). Keys: config, and per component fast and reference (median target tokens/s, or sentences/s) and gain
+(fast / reference - 1); a component no fast path claims in that configuration is null.
+
 ``--checkpoint RUN_DIR`` measures decoding of a trained model instead, on its run's test split: greedy
 and beam 5 in batches of ``--batch-size`` (default: s2s-translate's, 128; the side-by-side runs above decode
 in batches of 64, as the peers do), with sentences/s and test BLEU for both, and beam 5 one sentence at a
@@ -108,7 +115,7 @@ def gemm_gflops(shape: tuple[int, int, int], product=None, seconds: float = 1.0)
 def _count_uncounted_products() -> None:
     """Teach ``FlopCounterMode`` the products it does not know: MKL's packed product (``mkl::_mkl_linear``, the
     decoder loops' forward products in float32 on the CPU where MKL multiplies) and oneDNN's
-    (``mkldnn::_linear_pointwise``, the training loops' products where oneDNN multiplies: `s2s_attn.model.gemm`),
+    (``mkldnn::_linear_pointwise``, the training loops' products where oneDNN multiplies: `s2s_attn.fast.gemm`),
     x (..., K) times the (N, K) weight, 2 x rows x K x N each; and the compiled GRU layer loops
     (``s2s_attn::gru_layer_forward`` / ``_backward`` / ``_inference``), whose per-step products the counter cannot
     see inside them: one (B, H) x (H, 3H) product per step and direction, 2 x S x D x B x H x 3H. Without these
@@ -130,7 +137,7 @@ def _count_uncounted_products() -> None:
             weight_shape = args[0] if isinstance(args[2], str) else args[1]
             return 2 * math.prod(x_shape[:-1]) * x_shape[-1] * weight_shape[0]
 
-    from s2s_attn.model import kernels
+    from s2s_attn.fast import kernels
 
     compiled = kernels.ops()
     if compiled is None:
@@ -231,12 +238,11 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
     from s2s_attn.data.batching import BatchIterator
     from s2s_attn.decoding.beam import SearchSettings
     from s2s_attn.decoding.translator import Translator, resolve_device
-    from s2s_attn.model import gemm
+    from s2s_attn.fast import accelerate, configure_process, gemm
     from s2s_attn.model.seq2seq import Seq2Seq
-    from s2s_attn.runtime import keep_freed_memory
     from s2s_attn.training.trainer import (
         StepRunner,
-        configure_cpu,
+        fast_settings,
         load_corpus,
         make_optimizer,
         model_config_from,
@@ -245,14 +251,13 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    configure_cpu(cfg.trainer)  # as s2s-train: the compiled kernels, the matrix-product library
-    if cfg.trainer.get("keep_freed_memory", True):
-        keep_freed_memory()
+    configure_process(fast_settings(cfg))  # as s2s-train: the compiled kernels, the matrix-product library
     torch.set_num_threads(threads)
     set_seed(int(cfg.trainer.seed))
     device = resolve_device(str(cfg.trainer.device))
     corpus = load_corpus(cfg)
     model = Seq2Seq(model_config_from(cfg, corpus.tokenizer)).to(device).train()
+    implementations = accelerate(model, fast_settings(cfg))
     optimizer = make_optimizer(model, cfg.trainer)
     run_step = StepRunner(model, optimizer, device, str(cfg.trainer.precision),
                           float(cfg.trainer.label_smoothing), float(cfg.trainer.clip_grad))
@@ -319,6 +324,7 @@ def measure(name: str, overrides: list[str], steps: int, warmup: int, decode: in
         "threads": torch.get_num_threads(),
         "device": str(device),
         "params": model.num_parameters(),
+        "implementations": implementations.to_dict(),
     }
 
 
@@ -326,6 +332,115 @@ PEER_RUNS = ("onmt_mlp", "onmt_general", "joey_bahdanau", "joey_luong")
 OUR_CONFIG_FOR_PEER = {"onmt_mlp": "bahdanau", "joey_bahdanau": "bahdanau",
                        "onmt_general": "luong_general_parallel", "joey_luong": "luong_general_parallel"}
 PEER_TOK_PER_STEP = 695.4  # target tokens per batch of 64 on the peers' split (their collect.py)
+
+
+def _seams(model) -> dict[str, list[tuple[object, str]]]:
+    """The fast layer's seams on a model, per component: (object, attribute) pairs (`s2s_attn.fast.accelerate`)."""
+    from s2s_attn.model.dropout import Dropout
+
+    return {"encoder": [(model.encoder, "fast")], "decoder_loop": [(model.decoder, "fast_loop")],
+            "loss": [(model, "fast_loss")],
+            "dropout": [(module, "fast") for module in model.modules() if isinstance(module, Dropout)]}
+
+
+def _alternate(rounds: int, run, switch) -> tuple[list[float], list[float]]:
+    """Rates of ``run()`` with ``switch(True)`` (fast) and ``switch(False)`` (reference), in rounds that alternate
+    which goes first (ABBA), so that a drift of the machine's speed counts against both."""
+    fast, reference = [], []
+    for round_ in range(rounds):
+        for enabled in ((True, False) if round_ % 2 == 0 else (False, True)):
+            switch(enabled)
+            (fast if enabled else reference).append(run())
+    switch(True)
+    return fast, reference
+
+
+def _gain(fast: list[float], reference: list[float]) -> dict:
+    f, r = statistics.median(fast), statistics.median(reference)
+    return {"fast": round(f, 1), "reference": round(r, 1), "gain": round(f / r - 1, 4)}
+
+
+def ablate(name: str, overrides: list[str], steps: int, rounds: int, decode: int, threads: int) -> dict:
+    """What each fast path gains, measured as the module doc says (``--ablate``)."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    from s2s_attn.cli import config_dir
+    from s2s_attn.data.batching import BatchIterator
+    from s2s_attn.decoding.beam import SearchSettings
+    from s2s_attn.decoding.translator import Translator, resolve_device
+    from s2s_attn.fast import accelerate, configure_process, kernels
+    from s2s_attn.model.seq2seq import Seq2Seq
+    from s2s_attn.training.trainer import (
+        StepRunner,
+        fast_settings,
+        load_corpus,
+        make_optimizer,
+        model_config_from,
+        set_seed,
+    )
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    configure_process(fast_settings(cfg))
+    torch.set_num_threads(threads)
+    set_seed(int(cfg.trainer.seed))
+    device = resolve_device(str(cfg.trainer.device))
+    corpus = load_corpus(cfg)
+    model = Seq2Seq(model_config_from(cfg, corpus.tokenizer)).to(device).train()
+    decision = accelerate(model, fast_settings(cfg))
+    optimizer = make_optimizer(model, cfg.trainer)
+    run_step = StepRunner(model, optimizer, device, str(cfg.trainer.precision),
+                          float(cfg.trainer.label_smoothing), float(cfg.trainer.clip_grad))
+    iterator = BatchIterator(corpus.train_src, corpus.train_tgt, cfg.trainer.get("batch_tokens"),
+                             cfg.trainer.get("batch_size"), seed=int(cfg.trainer.seed))
+    batches = [next(iterator)[2].to(device) for _ in range(steps)]
+
+    def train_rate() -> float:
+        start, tokens = time.perf_counter(), 0
+        for batch in batches:
+            tokens += run_step(batch)[1]
+        return tokens / (time.perf_counter() - start)
+
+    for _ in range(2):  # warm-up: the kernels' build, the allocator, the products' first shapes
+        train_rate()
+    seams = _seams(model)
+    installed = {key: [(obj, attr, getattr(obj, attr)) for obj, attr in pairs] for key, pairs in seams.items()}
+    installed["all"] = [entry for key in seams for entry in installed[key]]
+
+    def seam_switch(entries):
+        def switch(enabled: bool) -> None:
+            for obj, attr, value in entries:
+                setattr(obj, attr, value if enabled else None)
+        return switch
+
+    result = {"config": name, "overrides": " ".join(overrides), "steps": steps, "rounds": rounds,
+              "implementations": decision.to_dict(), "threads": torch.get_num_threads()}
+    for key, entries in installed.items():
+        claimed = any(value is not None for _, _, value in entries)
+        result[key] = _gain(*_alternate(rounds, train_rate, seam_switch(entries))) if claimed else None
+    mode = kernels._mode
+    if kernels.ops() is not None:
+        def kernel_switch(enabled: bool) -> None:
+            kernels._mode = mode if enabled else "false"
+        result["kernels"] = _gain(*_alternate(rounds, train_rate, kernel_switch))
+
+    model.eval()
+    translator = Translator(model, corpus.tokenizer, device, corpus.max_src_pieces, frozen=True)
+    src_ids = corpus.tokenizer.encode_src(corpus.test[0][:decode])
+    stepper = model.decoder.fast_stepper
+    for label, search in (("greedy", SearchSettings()), ("beam5", SearchSettings(beam_size=5))):
+        def decode_rate(search=search) -> float:
+            seconds, _ = timed(translator.translate_ids, src_ids, batch_size=64, search=search)
+            return len(src_ids) / seconds
+
+        def stepper_switch(enabled: bool) -> None:
+            model.decoder.fast_stepper = stepper if enabled else None
+
+        decode_rate()  # warm-up
+        result[f"decoding_step_{label}"] = (_gain(*_alternate(rounds, decode_rate, stepper_switch))
+                                            if stepper is not None else None)
+    return result
 
 
 def default_peers_bench() -> Path:
@@ -432,12 +547,22 @@ def main() -> int:
                         help="train each configuration on (untimed) to this many steps in all before decoding "
                              "(default: none; with --peer, the steps of the peer checkpoint that decoded, so that "
                              "both sides decode with a model trained as many steps)")
+    parser.add_argument("--ablate", action="store_true",
+                        help="measure what each fast path gains, on --steps batches in --rounds alternating rounds")
+    parser.add_argument("--rounds", type=int, default=4, help="--ablate: rounds of each pair (default 4)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.checkpoint:
         result = measure_checkpoint(args.checkpoint, args.decode, args.unbatched, args.threads, args.batch_size)
         print(json.dumps(result), flush=True)
+        return 0
+
+    if args.ablate:
+        for spec in args.configs:
+            name, _, overrides = spec.partition("=")
+            print(json.dumps(ablate(name, overrides.split(), args.steps, args.rounds, args.decode, args.threads)),
+                  flush=True)
         return 0
 
     if args.one:  # child process: measure one configuration

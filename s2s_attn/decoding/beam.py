@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ..data.tokenizer import BOS_ID, EOS_ID
-from ..model import kernels
+from ..fast import kernels
 from .greedy import MAX_LEN_EXTRA, MAX_LEN_RATIO, chunk_size, output_limits
 from .step import StateRoom, make_stepper
 from .stream import Batch, Compaction, Group, decode_stream, pad_history

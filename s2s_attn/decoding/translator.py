@@ -11,7 +11,7 @@ import torch
 
 from ..data.batching import inference_batches, make_batch
 from ..data.tokenizer import Tokenizer
-from ..model import gemm
+from ..fast import FastSettings, accelerate, gemm
 from ..model.seq2seq import ModelConfig, Seq2Seq
 from ..training.checkpoint import CheckpointError, load_checkpoint, tokenizer_from
 from . import DECODE_BATCH_SIZE
@@ -90,8 +90,12 @@ class Translator:
         tokenizer = tokenizer_from(payload)
         dev = resolve_device(device)
         gemm.backend()  # an unknown S2S_GEMM value is a ValueError here, before any decoding
-        translator = cls(model.to(dev), tokenizer, dev, int(payload["config"]["data"].get("max_src_pieces", 200)),
+        model.to(dev)
+        # the run's own choice (fast=off: the reference model), or the fast paths for a checkpoint without one
+        implementations = accelerate(model, FastSettings.from_config(payload["config"].get("fast")))
+        translator = cls(model, tokenizer, dev, int(payload["config"]["data"].get("max_src_pieces", 200)),
                          frozen=True)
+        translator.implementations = implementations
         translator.config = payload["config"]
         from ..data.chinese import input_script_converter
 

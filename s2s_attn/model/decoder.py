@@ -10,17 +10,24 @@ Decoder styles are registered by name (``model.decoder=``). The attention is any
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
-from . import gemm
 from .attention import Attention
 from .dropout import Dropout
-from .recurrence import additive_recurrence, fused_gru_applies, fused_recurrence_applies, unidirectional_gru
 from .registry import Registry
 
 DECODER_REGISTRY = Registry("model.decoder")
 register_decoder = DECODER_REGISTRY.register
+
+#: a fast teacher-forcing loop (set as ``decoder.fast_loop`` by `s2s_attn.fast.accelerate` for the exact classes it
+#: claims): the decoder's own loop computed another way, or None where it does not apply. Bahdanau: (decoder, emb
+#: (batch, tgt_len, emb), s_0 (batch, H), keys_proj, values, src_mask) -> (tops (batch, tgt_len, H), contexts
+#: (batch, tgt_len, enc), attention (batch, tgt_len, src_len)). Luong without input feeding: (decoder, emb, h_0
+#: (layers, batch, H)) -> tops (batch, tgt_len, H).
+FastLoop = Callable[..., "tuple[Tensor, Tensor, Tensor] | Tensor | None"]
 
 
 class Decoder(nn.Module):
@@ -35,6 +42,10 @@ class Decoder(nn.Module):
     hidden_size: int
     num_layers: int
     bridge: nn.Linear
+    # seams for `s2s_attn.fast.accelerate`, which sets them for the exact classes it claims: the teacher-forcing
+    # loop computed another way (`FastLoop`), and a factory of fused decoding steps (`s2s_attn.decoding.step`)
+    fast_loop: FastLoop | None = None
+    fast_stepper: Callable | None = None
 
     def bridge_hidden(self, encoder_final: Tensor) -> Tensor:
         """s_0 = tanh(W_b h_enc): encoder_final (batch, encoder_size) -> (layers, batch, hidden_size)."""
@@ -85,7 +96,7 @@ class Decoder(nn.Module):
         weight_t = self.output.weight.t() if weight_t is None else weight_t
         if out is None or self.output.bias is None or not out.dtype == features.dtype == weight_t.dtype:
             return self.output(features)
-        return gemm.table_product(features, weight_t, out=out).add_(self.output.bias)  # (or oneDNN's: `gemm`)
+        return torch.mm(features, weight_t, out=out).add_(self.output.bias)
 
     def step(self, prev_tokens, state, keys_proj, values, src_mask):
         """`step_logits` with log-probabilities: (log-probs (batch, vocab) in fp32, new state, attention)."""
@@ -213,9 +224,6 @@ class BahdanauDecoder(Decoder):
         self.output = nn.Linear(output_size, vocab_size)
         if tie_embeddings:
             self.tie_output_to_embedding(self.output, self.embedding)
-        # teacher forcing runs the step loop as one autograd function where it applies (model/recurrence.py);
-        # False keeps the plain loop (tests compare the two)
-        self.fused_recurrence = True
 
     def init_state(self, encoder_final: Tensor) -> tuple[Tensor, None]:
         """encoder_final: (batch, encoder_size) -> hidden (layers, batch, hidden_size)."""
@@ -238,8 +246,9 @@ class BahdanauDecoder(Decoder):
     def features(self, tgt_in, encoder_final, keys_proj, values, src_mask):
         emb = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
         hidden, _ = self.init_state(encoder_final)
-        if fused_recurrence_applies(self, emb):  # the same loop as one function with its own backward
-            tops_t, contexts_t, attention = additive_recurrence(self, emb, hidden[0], keys_proj, values, src_mask)
+        if self.fast_loop is not None and (
+                looped := self.fast_loop(self, emb, hidden[0], keys_proj, values, src_mask)) is not None:
+            tops_t, contexts_t, attention = looped  # the loop below as one function with its own backward
             features = self._pre_output(self.dropout(tops_t), contexts_t, emb)  # (batch, tgt_len, output_size)
             return features, attention
         emb_gates = self.rnn.embed_gates(emb)  # (batch, tgt_len, 3H)
@@ -309,9 +318,6 @@ class LuongDecoder(Decoder):
         )
         self.combine = nn.Linear(encoder_size + hidden_size, output_size, bias=False)  # W_c
         self.output = nn.Linear(output_size, vocab_size)
-        # without input feeding, training runs the GRU as `recurrence.GRULayer` (nn.GRU's maths, its own
-        # backward); False keeps nn.GRU (tests compare the two)
-        self.fused_recurrence = True
         if tie_embeddings:
             self.tie_output_to_embedding(self.output, self.embedding)
 
@@ -345,9 +351,8 @@ class LuongDecoder(Decoder):
         emb = self.dropout(self.embedding(tgt_in))  # (batch, tgt_len, emb)
         hidden, feed = self.init_state(encoder_final)
         if feed is None:  # the whole target in one call: (batch, tgt_len, H)
-            if self.fused_recurrence and fused_gru_applies(self.rnn, emb):
-                tops = unidirectional_gru(self.rnn, emb, hidden)  # nn.GRU's maths, with its own backward
-            else:
+            tops = None if self.fast_loop is None else self.fast_loop(self, emb, hidden)  # nn.GRU's maths
+            if tops is None:
                 tops, _ = self.rnn(emb, hidden)
             attentionals, attentions = self.attend(tops, keys_proj, values, src_mask)  # 3-D query
         else:

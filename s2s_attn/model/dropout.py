@@ -1,64 +1,68 @@
-"""Inverted dropout with a cheaper random mask than ``nn.Dropout`` on the CPU.
+"""Inverted dropout whose mask is a function of one seed: the same mask on every device and implementation.
 
     y = x * m / (1 - p),   m_i ~ Bernoulli(1 - p), independently
 
-``nn.Dropout`` draws its mask with ``bernoulli_``, which on the CPU costs more than the rest of a decoder
-step's element-wise work.
-Here the mask comes from random 16-bit integers: one 64-bit draw gives three of them (its low 48 bits;
-``random_`` on int64 leaves the top bit 0), and an element is kept when its integer is at least
-``p * 65536`` (p is rounded to a multiple of 1/65536: 0.1 becomes 0.100006). Same distribution, same
-generator (``torch.manual_seed`` reproduces it), a cheaper draw, and the backward is one multiplication by the
-saved mask.
-
-With the compiled CPU kernels (`s2s_attn.model.kernels`, float32 on the CPU) one pass draws the mask and scales:
-the random numbers are a counter-based hash (splitmix64) of a seed drawn from torch's generator, so
-``torch.manual_seed`` still reproduces a run (the masks differ from the Python path's). The mask is kept as bytes.
+Each call draws one seed from torch's generator (so ``torch.manual_seed`` reproduces a run) and derives the mask
+from it with a counter-based hash: element i is kept when its 16-bit random number, bits 16 (i % 4) .. 16 (i % 4)
++ 15 of ``splitmix64(seed + i // 4)``, is at least ``p * 65536`` (p is rounded to a multiple of 1/65536: 0.1
+becomes 0.100006). Because the mask depends on the seed and the element's index only, a compiled kernel
+(`s2s_attn.fast`) draws exactly the same mask as this plain PyTorch code, and a run gives the same losses with
+and without it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
-from . import kernels
+_UINT64 = 1 << 64
 
 
-def dropout_scale(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A tensor of ``shape`` whose elements are 1 / (1 - p) with probability 1 - p and 0 otherwise."""
+def _int64(constant: int) -> int:
+    """A 64-bit unsigned constant as the int64 with the same bits (torch has no uint64 arithmetic)."""
+    return constant - _UINT64 if constant >= 1 << 63 else constant
+
+
+_GOLDEN_GAMMA = _int64(0x9E3779B97F4A7C15)
+_MIX_1 = _int64(0xBF58476D1CE4E5B9)
+_MIX_2 = _int64(0x94D049BB133111EB)
+
+
+def _shift_right(x: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int64 values (torch's ``>>`` is arithmetic: it copies the sign bit)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def splitmix64(counter: Tensor) -> Tensor:
+    """splitmix64's output function for each int64 counter (multiplications wrap modulo 2^64, as in C)."""
+    x = counter + _GOLDEN_GAMMA
+    x = (x ^ _shift_right(x, 30)) * _MIX_1
+    x = (x ^ _shift_right(x, 27)) * _MIX_2
+    return x ^ _shift_right(x, 31)
+
+
+def draw_seed() -> int:
+    """One dropout seed from torch's default generator, below 2^62 so that seed + counter never wraps."""
+    return int(torch.randint(0, 2**62, (1,), dtype=torch.int64))
+
+
+def threshold(p: float) -> int:
+    """The 16-bit random numbers below this are dropped: a share of ``round(p * 65536) / 65536``."""
+    return round(p * 65536)
+
+
+def keep_mask(shape: torch.Size, p: float, seed: int, device: torch.device) -> Tensor:
+    """The mask of module-doc: a bool tensor of ``shape``, True where an element is kept."""
     count = shape.numel()
-    draws = (count + 2) // 3  # three 16-bit numbers per 64-bit draw
-    bits = torch.empty(draws, dtype=torch.int64, device=device).random_()
-    bits = bits.view(torch.int16).view(draws, 4)[:, :3]  # the low 48 bits: uniform over all 16-bit patterns
-    threshold = round(p * 65536) - 32768  # int16 values below it are dropped: a share of threshold / 65536
-    scale = torch.where(bits >= threshold, 1.0 / (1.0 - p), 0.0).to(dtype)  # (draws, 3)
-    return scale.view(-1)[:count].view(shape)
+    groups = torch.arange((count + 3) // 4, dtype=torch.int64, device=device) + seed  # four elements per number
+    random = splitmix64(groups).view(torch.int16).to(torch.int32) & 0xFFFF  # (4 * groups,) each number's 16-bit words
+    return (random[:count] >= threshold(p)).view(shape)
 
 
-class _Dropout(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, p: float) -> Tensor:
-        ctx.kernels = kernels.applies(x)
-        if ctx.kernels is not None:
-            x = x.contiguous()
-            seed = int(torch.randint(0, 2**62, (1,), dtype=torch.int64))  # from torch's generator: seeded runs repeat
-            out, keep = torch.empty_like(x), torch.empty(x.shape, dtype=torch.uint8)
-            ctx.scale = 1.0 / (1.0 - p)
-            ctx.kernels.dropout_forward(x, out, keep, seed, round(p * 65536), ctx.scale)
-            ctx.save_for_backward(keep)
-            return out
-        scale = dropout_scale(x.shape, p, x.dtype, x.device)
-        ctx.save_for_backward(scale)
-        return x * scale
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (saved,) = ctx.saved_tensors
-        if ctx.kernels is not None:
-            grad = grad.contiguous()
-            out = torch.empty_like(grad)
-            ctx.kernels.dropout_backward(grad, saved, out, ctx.scale)
-            return out, None
-        return grad * saved, None
+#: a fast implementation's signature: (x, p, seed) -> the dropped-out x, or None where it does not apply
+FastDropout = Callable[[Tensor, float, int], "Tensor | None"]
 
 
 class Dropout(nn.Module):
@@ -70,11 +74,16 @@ class Dropout(nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
+        self.fast: FastDropout | None = None  # set by `s2s_attn.fast.accelerate`: draws the same mask
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        return _Dropout.apply(x, self.p)
+        seed = draw_seed()
+        if self.fast is not None and (dropped := self.fast(x, self.p, seed)) is not None:
+            return dropped
+        keep = keep_mask(x.shape, self.p, seed, x.device)
+        return torch.where(keep, x * (1.0 / (1.0 - self.p)), 0.0)  # (x.shape)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

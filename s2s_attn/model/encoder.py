@@ -1,17 +1,21 @@
 """Recurrent encoder: embeddings -> multi-layer bidirectional GRU over packed sequences.
 
-On the CPU one bidirectional fp32 layer (the default) runs as `recurrence.GRULayer`, the same function with a
-backward that computes W_hh's gradient once for all steps (``nn.GRU``'s CPU backward over packed sequences
-computes it, and a zero-filled gradient of all input gates, at every step)."""
+This is the reference: ``nn.GRU`` over packed sequences. On the CPU `s2s_attn.fast` may stand in for the GRU of
+this exact class (``GRUEncoder.fast``) with a loop that computes the same function."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .dropout import Dropout
-from .recurrence import bidirectional_gru, fused_gru_applies
+
+#: a fast implementation's signature: (encoder, embedded (batch, src_len, emb), src_len (batch,)) ->
+#: (outputs before dropout (batch, src_len, output_size), final (batch, output_size)), or None where it does not apply
+FastEncoder = Callable[["GRUEncoder", Tensor, Tensor], "tuple[Tensor, Tensor] | None"]
 
 
 class GRUEncoder(nn.Module):
@@ -46,17 +50,15 @@ class GRUEncoder(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.num_directions = 2 if bidirectional else 1
-        # one bidirectional layer runs as one autograd function (model/recurrence.py); False keeps nn.GRU over
-        # packed sequences (tests compare the two)
-        self.fused_recurrence = True
+        # set by `s2s_attn.fast.accelerate` where a fast recurrence claims this exact encoder
+        self.fast: FastEncoder | None = None
         self.output_size = hidden_size * self.num_directions
 
     def forward(self, src: Tensor, src_len: Tensor) -> tuple[Tensor, Tensor]:
         embedded = self.dropout(self.embedding(src))  # (batch, src_len, emb)
-        fused = self.fused_recurrence and self.rnn.bidirectional and fused_gru_applies(self.rnn, embedded)
-        if fused:  # the same GRU with its own backward
-            outputs, h_n = bidirectional_gru(self.rnn, embedded, src_len)
-            return self.dropout(outputs), torch.cat(list(h_n), dim=-1)
+        if self.fast is not None and (encoded := self.fast(self, embedded, src_len)) is not None:
+            outputs, final = encoded  # the same GRU, computed by a fused loop with its own backward
+            return self.dropout(outputs), final
         packed = pack_padded_sequence(
             embedded, src_len.cpu(), batch_first=True, enforce_sorted=False
         )

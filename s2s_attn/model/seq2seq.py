@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from .attention import build_attention
 from .decoder import DECODER_REGISTRY
 from .encoder import GRUEncoder
-from .loss import linear_cross_entropy
+from .loss import FastLoss, linear_cross_entropy
 
 INITIALISERS = ("uniform", "xavier")
 
@@ -77,6 +77,7 @@ class Seq2Seq(nn.Module):
             tie_embeddings=config.tie_embeddings,
             input_feeding=config.input_feeding,
         )
+        self.fast_loss: FastLoss | None = None  # set by `s2s_attn.fast.accelerate`: the same sum, another way
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -115,8 +116,8 @@ class Seq2Seq(nn.Module):
 
         Without ``tgt_out``: (logits (batch, tgt_len, vocab), attention (batch, tgt_len, src_len)).
         With ``tgt_out`` (batch, tgt_len): (the summed cross-entropy over its non-padding positions, a
-        float32 scalar, attention). The output layer and the loss then run together, only on those
-        positions, without materialising the logits (`s2s_attn.model.loss.linear_cross_entropy`).
+        float32 scalar, attention). The output layer and the loss then run only on those positions
+        (`s2s_attn.model.loss.linear_cross_entropy`, or ``fast_loss`` where it is set).
         """
         values, final, keys_proj, mask = self.encode(src, src_len)
         if tgt_out is None:
@@ -125,8 +126,9 @@ class Seq2Seq(nn.Module):
         rows = (tgt_out != self.config.pad_id).reshape(-1).nonzero().squeeze(1)  # non-padding positions: (n,)
         features = features.reshape(-1, features.size(-1)).index_select(0, rows)  # (n, output_size)
         output = self.decoder.output
-        loss = linear_cross_entropy(features, output.weight, output.bias, tgt_out.reshape(-1).index_select(0, rows),
-                                    label_smoothing)
+        loss_function = linear_cross_entropy if self.fast_loss is None else self.fast_loss
+        loss = loss_function(features, output.weight, output.bias, tgt_out.reshape(-1).index_select(0, rows),
+                             label_smoothing)
         return loss, attention
 
     def num_parameters(self) -> int:

@@ -32,10 +32,9 @@ from ..data.tokenizer import PAD_ID, Tokenizer
 from ..decoding.translator import Translator, resolve_device
 from ..evaluation.alignment import AlignmentMonitor
 from ..evaluation.metrics import Scores, score
-from ..model import gemm, kernels
+from ..fast import FastSettings, accelerate, configure_process
 from ..model.seq2seq import ModelConfig, Seq2Seq
 from ..outputs import unwritable_dir, write_atomic
-from ..runtime import keep_freed_memory
 from ..schema import ConfigError, validate
 from ..viz.stats import attention_statistics
 from . import distributed
@@ -374,11 +373,9 @@ def check_outputs(cfg: DictConfig, run_dir: Path) -> None:
             raise ConfigError(f"{key}={directory} cannot be used: {reason}")
 
 
-def configure_cpu(tcfg: DictConfig) -> None:
-    """The CPU's fast-path settings for this process: the compiled kernels (``true`` builds them now, and fails
-    if they cannot be built) and the library of the float32 products."""
-    kernels.configure(tcfg.get("kernels", "auto"))
-    gemm.configure(tcfg.get("gemm", "auto"))
+def fast_settings(cfg: DictConfig) -> FastSettings:
+    """The ``fast`` group's settings (the defaults when a config has no such group)."""
+    return FastSettings.from_config(cfg.get("fast"))
 
 
 def resume_point(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
@@ -483,7 +480,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """
     validate(cfg)  # every setting against its rule, before anything is prepared (one-line ConfigError)
     check_outputs(cfg, Path(run_dir))
-    configure_cpu(cfg.trainer)
+    configure_process(fast_settings(cfg))  # kernels=true builds them now, or fails before any data work
     threads = torch.get_num_threads()
     ctx, device = distributed.setup(bool(cfg.trainer.get("ddp", False)), resolve_device(str(cfg.trainer.device)))
     try:
@@ -520,12 +517,6 @@ class TrainingRun:
         if tcfg.get("threads"):
             torch.set_num_threads(int(tcfg.threads))
         log.info("device: %s (%d CPU threads)", device, torch.get_num_threads())
-        if tcfg.get("keep_freed_memory", True):
-            keep_freed_memory()
-        if device.type == "cpu":  # built here, once per machine, rather than in the first training step
-            log.info("element-wise work of the training loops: %s; their float32 matrix products: %s",
-                     "compiled CPU kernels" if kernels.ops() is not None else "Python loops",
-                     {"onednn": "oneDNN", "blas": "PyTorch's BLAS"}[gemm.backend()])
         self._set_up_data()
         self._set_up_model()
         self.state = TrainState()
@@ -577,6 +568,8 @@ class TrainingRun:
         self.model = Seq2Seq(self.model_config).to(self.device)
         log.info("model: %s decoder, %s attention, %.2fM parameters", self.model_config.decoder,
                  self.model_config.attention, self.model.num_parameters() / 1e6)
+        self.implementations = accelerate(self.model, fast_settings(cfg))  # fast paths where they claim the model
+        log.info("%s", self.implementations.line())
         self.optimizer = make_optimizer(self.model, tcfg)
         self.max_steps = int(tcfg.max_steps) if tcfg.get("max_steps") else None
         self.max_seconds = float(tcfg.max_minutes) * 60 if tcfg.get("max_minutes") else None
@@ -813,6 +806,7 @@ class TrainingRun:
             "bleu_signature": test_scores.bleu_signature,
             "chrf_signature": test_scores.chrf_signature,
             "parameters": model.num_parameters(),
+            "implementations": self.implementations.to_dict(),
             "history": state.history,
             "train_loss": state.train_curve,
             "checkpoint": str(ckpt_dir / "best.pt"),

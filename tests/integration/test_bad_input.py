@@ -189,7 +189,7 @@ def test_translate_keeps_one_line_per_input_line_whatever_the_line_holds(toy_run
 
 
 def test_translate_with_an_unknown_S2S_GEMM_says_which_values_are_valid(toy_run, tmp_path, capsys, monkeypatch):
-    from s2s_attn.model import gemm
+    from s2s_attn.fast import gemm
 
     monkeypatch.setattr(gemm, "_choice", "mkl")  # as S2S_GEMM=mkl sets it when the module is imported
     (tmp_path / "in.txt").write_text("a b c\n", encoding="utf-8")

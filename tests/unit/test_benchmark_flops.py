@@ -33,7 +33,7 @@ def test_onednn_products_are_counted_as_two_flops_per_multiply_add(benchmark_scr
 
 
 def test_the_compiled_layer_loops_are_counted_as_their_per_step_products(benchmark_script):
-    from s2s_attn.model import kernels
+    from s2s_attn.fast import kernels
 
     if kernels.ops() is None:
         pytest.skip("the compiled kernels could not be built here (they need a C++ compiler and ninja)")

@@ -13,6 +13,8 @@ from s2s_attn.data.tokenizer import PAD_ID
 from s2s_attn.model.attention import ATTENTION_REGISTRY
 from s2s_attn.model.decoder import DECODER_REGISTRY, BahdanauDecoder, LuongDecoder
 
+from ..conftest import set_fast_loop
+
 ALL_ATTENTIONS = sorted(ATTENTION_REGISTRY)
 
 
@@ -71,10 +73,10 @@ def test_teacher_forcing_gives_the_loss_and_gradients_of_a_step_by_step_loop(
 
 @pytest.mark.parametrize("fused", [True, False], ids=["GRULayer", "nn.GRU"])
 def test_without_input_feeding_teacher_forcing_runs_the_gru_once_over_the_whole_target(make_tiny_model, fused):
-    from s2s_attn.model import recurrence
+    from s2s_attn.fast import recurrence
 
     model = make_tiny_model(decoder="luong", input_feeding=False)
-    model.decoder.fused_recurrence = fused
+    set_fast_loop(model.decoder, fused)
     module_calls = count_calls(model.decoder.rnn)
     layer_calls = []
     original_apply = recurrence.GRULayer.apply

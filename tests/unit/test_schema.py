@@ -76,7 +76,8 @@ def test_every_shipped_config_passes(group, option):
 @pytest.mark.parametrize("overrides", [
     ["model.decoder=luong", "model.input_feeding=false", "attention=luong_general"],
     ["trainer.batch_tokens=null", "trainer.batch_size=64", "trainer.patience=0", "trainer.clip_grad=null"],
-    ["trainer.kernels=true", "trainer.gemm=blas", "trainer.max_minutes=null", "trainer.max_steps=100"],
+    ["fast.kernels=true", "fast.gemm=blas", "trainer.max_minutes=null", "trainer.max_steps=100"],
+    ["fast=off"],
     ["attention=luong_dot", "model.decoder_hidden=512"],
     ["model.tie_embeddings=true", "model.output_size=256", "model.emb_size=256"],
 ])

@@ -8,16 +8,9 @@ from s2s_attn.data.batching import inference_batches, make_batch
 from s2s_attn.data.tokenizer import EOS_ID
 from s2s_attn.decoding.beam import SearchSettings, beam_search, beam_search_stream
 from s2s_attn.decoding.greedy import greedy_decode, greedy_stream
-from s2s_attn.decoding.step import (
-    BahdanauTables,
-    StateRoom,
-    bahdanau_tables,
-    cat_states,
-    hold_tables,
-    reorder_state,
-    shared_tables,
-)
+from s2s_attn.decoding.step import StateRoom, cat_states, hold_tables, reorder_state, shared_tables
 from s2s_attn.decoding.stream import Compaction, decode_stream, refill_threshold
+from s2s_attn.fast.step import BahdanauTables, bahdanau_tables
 
 # lengths from 2 to 9 pieces, so the pool's sentences have different source lengths and output limits
 SOURCES = [[5 + (7 * i + j) % 24 for j in range(2 + i % 8)] for i in range(13)]

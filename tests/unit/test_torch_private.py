@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from s2s_attn.model import gemm, torch_private
+from s2s_attn.fast import gemm, torch_private
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_a_private_operator_that_fails_its_probe_is_replaced_by_the_public_produ
     monkeypatch.setattr(torch_private, "onednn_linear", replacement)
     monkeypatch.setattr(torch_private, "mkl_packed_linear", replacement)
     monkeypatch.setattr(gemm, "_choice", "auto")
-    with caplog.at_level(logging.WARNING, logger="s2s_attn.model.torch_private"):
+    with caplog.at_level(logging.WARNING, logger="s2s_attn.fast.torch_private"):
         assert torch_private.in_use() == {"mkldnn._linear_pointwise": False, "mkl._mkl_linear": False}
     assert "public product is used instead" in caplog.text
     assert gemm.backend() == "blas"  # whatever the CPU: oneDNN's product is not used

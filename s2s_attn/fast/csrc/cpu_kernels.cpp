@@ -5,11 +5,11 @@
 // whole loop (gru_layer_forward / _backward / _inference) runs here too, its per-step products through PyTorch's own
 // oneDNN or BLAS: no Python between the steps, and an encoder's two directions side by side on two threads.
 //
-// Built on first use by s2s_attn/model/kernels.py (torch.utils.cpp_extension.load) and registered as
+// Built on first use by s2s_attn/fast/kernels.py (torch.utils.cpp_extension.load) and registered as
 // torch.ops.s2s_attn.*. Every function reads and writes float32 CPU tensors given to it (2-D, rows x columns,
 // unit column stride, any row stride, unless it says otherwise), allocates nothing but scratch and the layer loops'
-// products, and computes the formulas of the Python code beside each call (s2s_attn/model/recurrence.py, dropout.py,
-// s2s_attn/decoding/step.py, beam.py), which stays the reference and the path on other devices and dtypes. exp is
+// products, and computes the formulas of the Python code beside each call (s2s_attn/fast/recurrence.py, step.py,
+// s2s_attn/model/dropout.py, s2s_attn/decoding/beam.py), the path on other devices and dtypes. exp is
 // ATen's vector exp (SLEEF, 1 ulp; the logits' sum of exponentials uses exp_nonpositive, a degree-6 polynomial
 // scaled with AVX-512's scalef, within float rounding of exp and cheaper than ATen's exps); tanh is SLEEF's 3.5-ulp
 // version, cheaper than the 1-ulp one (the attention's energies are 64 x 12 x 512 tanh per step). Decoding's
@@ -236,7 +236,7 @@ void gru_backward(const Tensor& dh, const std::optional<Tensor>& d_out, const Te
   });
 }
 
-// bias + x @ weight.T, float32 (s2s_attn/model/gemm.py's linear, from C++): oneDNN's mkldnn::_linear_pointwise
+// bias + x @ weight.T, float32 (s2s_attn/fast/gemm.py's linear, from C++): oneDNN's mkldnn::_linear_pointwise
 // (through the dispatcher: it is an op of PyTorch's own library) where `onednn`, else the BLAS (at::addmm).
 // x (M, K); weight (N, K), contiguous or the transpose of a contiguous matrix; bias (N,) or none -> (M, N).
 Tensor linear(const Tensor& x, const Tensor& weight, const std::optional<Tensor>& bias, bool onednn) {
@@ -295,7 +295,7 @@ std::optional<Tensor> step_mask_view(const std::optional<Tensor>& step_mask, int
   return step_mask->view({steps, directions, batch});
 }
 
-// A whole GRU layer's forward loop (s2s_attn/model/recurrence.py, GRULayer), one or two directions, without Python
+// A whole GRU layer's forward loop (s2s_attn/fast/recurrence.py, GRULayer), one or two directions, without Python
 // between the steps. input_gates (S, D, B, G) = W_ih x + b_ih, the backward direction's steps in reverse order;
 // hh_weight (D, G, H); hh_bias (D, G); step_mask (S, D, B) bool, whether step t is a real position of the row (none:
 // all are); states (S + 1, D, B, H) with states[0] set: states[t + 1] is written, the state after step t (kept

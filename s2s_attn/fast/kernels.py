@@ -1,6 +1,6 @@
 """Compiled CPU kernels for the element-wise work of training and decoding (``csrc/cpu_kernels.cpp``).
 
-The Python loops in `s2s_attn.model.recurrence` call a dozen small ATen operations per step for the GRU cell
+The Python loops in `s2s_attn.fast.recurrence` call a dozen small ATen operations per step for the GRU cell
 and the additive attention; on a small CPU each one's overhead costs more than the arithmetic it does. These
 kernels do the same work in one pass per step, and dropout's mask and scaling in one pass
 (`s2s_attn.model.dropout`); beam search's step (`s2s_attn.decoding.step`, `s2s_attn.decoding.beam`) uses them
@@ -11,7 +11,7 @@ from source the first time they are needed (``torch.utils.cpp_extension.load``: 
 cached under ``~/.cache/torch_extensions``, rebuilt when the source changes) and used for float32 tensors on the
 CPU.
 
-``trainer.kernels`` (`configure`): ``auto`` builds them when it can and otherwise warns once and keeps the
+``fast.kernels`` (`configure`): ``auto`` builds them when it can and otherwise warns once and keeps the
 Python loops; ``true`` fails if they cannot be built; ``false`` never builds them.
 """
 
@@ -47,7 +47,7 @@ _tried = False
 
 
 class KernelBuildError(RuntimeError):
-    """The kernels were asked for (``trainer.kernels=true``) and could not be built or loaded."""
+    """The kernels were asked for (``fast.kernels=true``) and could not be built or loaded."""
 
 
 def configure(mode: str | bool) -> None:
@@ -55,7 +55,7 @@ def configure(mode: str | bool) -> None:
     global _mode
     mode = {True: "true", False: "false"}.get(mode, mode) if isinstance(mode, bool) else str(mode).lower()
     if mode not in MODES:
-        raise ValueError(f"trainer.kernels must be one of {', '.join(MODES)}, got {mode!r}")
+        raise ValueError(f"fast.kernels must be one of {', '.join(MODES)}, got {mode!r}")
     _mode = mode
     if mode == "true":
         ops()
@@ -142,11 +142,11 @@ def ops() -> Any:
             _ops = _build()
         except Exception as error:  # a missing compiler, a failed build: the Python loops do the same work
             if _mode == "true":
-                raise KernelBuildError(f"trainer.kernels=true, but the kernels could not be built: {error}") from error
+                raise KernelBuildError(f"fast.kernels=true, but the kernels could not be built: {error}") from error
             log.warning("compiled CPU kernels unavailable (%s); using the Python loops "
-                        "(same results, slower). trainer.kernels=false silences this.", str(error).splitlines()[0])
+                        "(same results, slower). fast.kernels=false silences this.", str(error).splitlines()[0])
     elif _ops is None and _mode == "true":
-        raise KernelBuildError("trainer.kernels=true, but the kernels could not be built (see the first error)")
+        raise KernelBuildError("fast.kernels=true, but the kernels could not be built (see the first error)")
     return _ops
 
 

@@ -4,7 +4,7 @@
 encoder's bidirectional GRU layer (as ``nn.GRU`` over packed sequences computes it) and the Luong decoder's GRU
 without input feeding. Both compute every weight gradient once after the loop, as one large product over all
 steps. In float32 on the CPU the element-wise work of each step (the GRU cell, the additive attention and its
-context; forward and backward) runs in compiled kernels (`s2s_attn.model.kernels`) when they are available, and
+context; forward and backward) runs in compiled kernels (`s2s_attn.fast.kernels`) when they are available, and
 the Python code beside each call is what they compute; `GRULayer`'s whole loop then runs in C++
 (``gru_layer_forward`` / ``gru_layer_backward``, the encoder's two directions side by side on the two threads), and
 without gradients (decoding's encoder) its forward loop alone (``gru_layer_inference``).
@@ -36,8 +36,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..model.attention import BahdanauAttention, LuongConcatAttention, masked_softmax
+from ..model.decoder import BahdanauDecoder, LuongDecoder
+from ..model.encoder import GRUEncoder
 from . import gemm, kernels, torch_private
-from .attention import BahdanauAttention, LuongConcatAttention, masked_softmax
 
 #: the attention classes whose score the fused loops compute, v . tanh(W_q q [+ b] + W_k k): these exactly, not
 #: their subclasses
@@ -279,12 +281,10 @@ def fused_recurrence_applies(decoder, emb: Tensor) -> bool:
     """Whether `additive_recurrence` can stand in for the Bahdanau decoder's step loop over these embeddings: on the
     CPU, one GRU layer, additive attention (``bahdanau`` or ``luong_concat``), fp32 or fp64 without autocast, or
     bf16 autocast (an fp16 run keeps the loop)."""
-    from .decoder import BahdanauDecoder  # (decoder.py imports this module)
-
     device_type = emb.device.type
     plain = emb.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(device_type)
     # exact classes: a subclass may compute something else (its own score), so it runs the step loop
-    return (type(decoder) is BahdanauDecoder and getattr(decoder, "fused_recurrence", False)
+    return (type(decoder) is BahdanauDecoder
             and device_type == "cpu"  # the reference runs on CUDA: no gain was measured there
             and decoder.num_layers == 1 and type(decoder.attention) in ADDITIVE_ATTENTIONS
             and (plain or (torch.is_autocast_enabled(device_type) and _autocast_supported(device_type))))
@@ -546,3 +546,29 @@ def unidirectional_gru(rnn: torch.nn.GRU, x: Tensor, h0: Tensor) -> Tensor:
     states, _ = _gru_layer(gi.unsqueeze(1), rnn.weight_hh_l0.unsqueeze(0), rnn.bias_hh_l0.unsqueeze(0), None, h0,
                            _low_precision(x.device.type))
     return states[:, 0].transpose(0, 1)  # (B, T, H)
+
+
+# The loops as `s2s_attn.fast.accelerate` installs them on the model (``GRUEncoder.fast``, ``decoder.fast_loop``):
+# each computes its module's own loop, or returns None where it does not apply, and the module runs its own.
+
+def encoder_loop(encoder: GRUEncoder, embedded: Tensor, src_len: Tensor) -> tuple[Tensor, Tensor] | None:
+    """`GRUEncoder`'s bidirectional GRU: -> (outputs (B, S, 2H), final (B, 2H)), or None."""
+    if not (type(encoder) is GRUEncoder and encoder.rnn.bidirectional and fused_gru_applies(encoder.rnn, embedded)):
+        return None
+    outputs, h_n = bidirectional_gru(encoder.rnn, embedded, src_len)
+    return outputs, torch.cat(list(h_n), dim=-1)
+
+
+def bahdanau_loop(decoder: BahdanauDecoder, emb: Tensor, h0: Tensor, keys_proj: Tensor, values: Tensor,
+                  mask: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """`BahdanauDecoder`'s teacher-forcing loop: -> (tops, contexts, attention), or None."""
+    if not fused_recurrence_applies(decoder, emb):
+        return None
+    return additive_recurrence(decoder, emb, h0, keys_proj, values, mask)
+
+
+def luong_loop(decoder: LuongDecoder, emb: Tensor, h0: Tensor) -> Tensor | None:
+    """`LuongDecoder`'s GRU without input feeding over the whole target: -> tops (B, T, H), or None."""
+    if not (type(decoder) is LuongDecoder and not decoder.input_feeding and fused_gru_applies(decoder.rnn, emb)):
+        return None
+    return unidirectional_gru(decoder.rnn, emb, h0)

@@ -1,5 +1,6 @@
-"""`s2s_attn.runtime.keep_freed_memory`: with glibc, a large block comes from the heap rather than its own mapping,
-and stays in the process when freed (each process checked in its own interpreter: the setting is process-wide)."""
+"""`s2s_attn.fast.allocator.keep_freed_memory`: with glibc, a large block comes from the heap rather than its own
+mapping, and stays in the process when freed (each process checked in its own interpreter: the setting is
+process-wide)."""
 
 import ctypes
 import platform
@@ -17,7 +18,7 @@ glibc_only = pytest.mark.skipif(
 PROBE = """
 import ctypes, sys
 import torch
-from s2s_attn.runtime import keep_freed_memory
+from s2s_attn.fast.allocator import keep_freed_memory
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in

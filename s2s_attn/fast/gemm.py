@@ -1,14 +1,14 @@
 """Which library multiplies the float32 matrices of the training loops and of decoding on the CPU: PyTorch's BLAS
 (MKL) or oneDNN.
 
-The hot products of a training step (`s2s_attn.model.recurrence`'s per-step GRU and attention-query products,
-`s2s_attn.model.loss`'s vocabulary projection and its input's gradient) go through `linear` and `matmul` here, and
+The hot products of a training step (`s2s_attn.fast.recurrence`'s per-step GRU and attention-query products,
+`s2s_attn.fast.loss`'s vocabulary projection and its input's gradient) go through `linear` and `matmul` here, and
 decoding's per-step products (`s2s_attn.decoding.step`: the output layer, the state's and the context's products)
 through `table_product`. PyTorch multiplies float32 matrices on the CPU with its BLAS (MKL in the official wheels); it
 also ships oneDNN, which it uses for bf16 and convolutions. oneDNN multiplies these float32 shapes faster than MKL
 on AMD CPUs.
 
-``trainer.gemm`` (`configure`): ``auto`` uses oneDNN on AMD CPUs and the BLAS elsewhere (oneDNN's lead was only
+``fast.gemm`` (`configure`): ``auto`` uses oneDNN on AMD CPUs and the BLAS elsewhere (oneDNN's lead was only
 shown on AMD); ``onednn`` or ``blas`` force one (`s2s-translate` and `s2s-evaluate` use ``auto``, or the
 ``S2S_GEMM`` variable's value). Both compute the same products; their sums are ordered differently, so results
 differ in the last bits, and a run is reproducible with the same setting on the same machine.
@@ -31,13 +31,13 @@ _choice = os.environ.get("S2S_GEMM", "auto")
 
 
 def configure(choice: str) -> None:
-    """Set ``trainer.gemm``: auto, blas or onednn (oneDNN must then be in this PyTorch build)."""
+    """Set ``fast.gemm``: auto, blas or onednn (oneDNN must then be in this PyTorch build)."""
     global _choice
     choice = str(choice).lower()
     if choice not in CHOICES:
-        raise ValueError(f"trainer.gemm must be one of {', '.join(CHOICES)}, got {choice!r}")
+        raise ValueError(f"fast.gemm must be one of {', '.join(CHOICES)}, got {choice!r}")
     if choice == "onednn" and not onednn_available():
-        raise ValueError("trainer.gemm=onednn, but oneDNN's product is not available in this PyTorch build; "
+        raise ValueError("fast.gemm=onednn, but oneDNN's product is not available in this PyTorch build; "
                          "use auto or blas")
     _choice = choice
 
@@ -111,7 +111,7 @@ def _admit(x: Tensor, weight: Tensor) -> bool:
 
 def onednn_takes(x: Tensor, weight: Tensor) -> bool:
     """Whether `linear` would give x @ weight.T to oneDNN (a repeating shape): for the compiled loops, which make
-    the same choice in C++ (`s2s_attn.model.kernels`)."""
+    the same choice in C++ (`s2s_attn.fast.kernels`)."""
     return _onednn(x, weight) and _dense(weight) and _admit(x, weight)
 
 

@@ -11,7 +11,7 @@ correctness.
                                                             packed weight
 
 The compiled GRU layer loops (csrc/cpu_kernels.cpp) call ``mkldnn::_linear_pointwise`` from C++ only where
-`s2s_attn.model.gemm` gives them oneDNN, which follows this module's probe. `in_use` says which are in use.
+`s2s_attn.fast.gemm` gives them oneDNN, which follows this module's probe. `in_use` says which are in use.
 """
 
 from __future__ import annotations
