@@ -234,11 +234,19 @@ class BahdanauDecoder(Decoder):
         out = torch.tanh(self.pre_output(torch.cat([hidden_top, context, emb], dim=-1)))
         return self.dropout(out)
 
+    def _forward_step(self, step_gates: Tensor, hidden: Tensor, keys_proj: Tensor, values: Tensor,
+                      src_mask: Tensor, context_weight: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """One step of the recurrence, the one teacher forcing, greedy and beam search all run: the embedding's
+        input gates of y_{t-1} (batch, 3H) and s_{t-1} (layers, batch, H) -> (s_t (layers, batch, H),
+        c_t (batch, enc), a_t (batch, src_len))."""
+        context, weights = self.attention(hidden[-1], keys_proj, values, src_mask)  # attend with s_{t-1}
+        hidden = self.rnn(step_gates, context, hidden, context_weight)  # GRU([E y_{t-1}; c_t], s_{t-1})
+        return hidden, context, weights
+
     def step_logits(self, prev_tokens, state, keys_proj, values, src_mask, out=None, output_weight_t=None):
         hidden, _ = state
         emb = self.dropout(self.embedding(prev_tokens))  # (batch, emb)
-        context, weights = self.attention(hidden[-1], keys_proj, values, src_mask)
-        hidden = self.rnn(self.rnn.embed_gates(emb), context, hidden)
+        hidden, context, weights = self._forward_step(self.rnn.embed_gates(emb), hidden, keys_proj, values, src_mask)
         features = self._pre_output(self.dropout(hidden[-1]), context, emb)  # (batch, output_size)
         logits = self.output_logits(features, out, output_weight_t)  # (batch, vocab)
         return logits, (hidden, None), weights
@@ -257,8 +265,8 @@ class BahdanauDecoder(Decoder):
         # unbind: one backward for all steps (indexing emb_gates[:, t] would give each step's backward a
         # zero gradient of the whole (batch, tgt_len, 3H) tensor to fill and add)
         for step_gates in emb_gates.unbind(1):
-            context, weights = self.attention(hidden[-1], keys_proj, values, src_mask)
-            hidden = self.rnn(step_gates, context, hidden, context_weight)
+            hidden, context, weights = self._forward_step(step_gates, hidden, keys_proj, values, src_mask,
+                                                          context_weight)
             tops.append(hidden[-1])
             contexts.append(context)
             attentions.append(weights)
@@ -337,12 +345,26 @@ class LuongDecoder(Decoder):
         attentional = torch.tanh(self.combine(torch.cat([context, tops], dim=-1)))  # (batch, [tgt_len,] out)
         return self.dropout(attentional), weights
 
+    def _forward_step(self, step_input: Tensor, feed: Tensor | None, hidden: Tensor, keys_proj: Tensor,
+                      values: Tensor, src_mask: Tensor, gru_step=None) -> tuple[Tensor, Tensor, Tensor]:
+        """One step, the one greedy and beam search run and teacher forcing with input feeding loops over: the
+        GRU first, then attend with its new state. step_input: E y_{t-1} (batch, emb), or what ``gru_step``
+        takes (`_fed_gru`); feed: h~_{t-1} (batch, output_size) or None; hidden: (layers, batch, H) ->
+        (dropout(h~_t) (batch, output_size), new hidden (layers, batch, H), a_t (batch, src_len))."""
+        top, hidden = (gru_step or self._module_gru_step)(step_input, feed, hidden)  # h_t: (batch, H)
+        attentional, weights = self.attend(top, keys_proj, values, src_mask)  # (batch, out)
+        return attentional, hidden, weights
+
+    def _module_gru_step(self, step_emb: Tensor, feed: Tensor | None, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """h_t = GRU([E y_{t-1}; h~_{t-1}], h_{t-1}) with the ``nn.GRU`` module: -> (h_t (batch, H), new hidden)."""
+        rnn_input = step_emb if feed is None else torch.cat([step_emb, feed.to(step_emb.dtype)], dim=-1)
+        top, hidden = self.rnn(rnn_input.unsqueeze(1), hidden)  # (batch, 1, H), (layers, batch, H)
+        return top.squeeze(1), hidden
+
     def step_logits(self, prev_tokens, state, keys_proj, values, src_mask, out=None, output_weight_t=None):
         hidden, feed = state  # (layers, batch, H), (batch, output_size) or None
         emb = self.dropout(self.embedding(prev_tokens))  # (batch, emb)
-        rnn_input = emb if feed is None else torch.cat([emb, feed.to(emb.dtype)], dim=-1)  # (batch, emb [+ out])
-        top, hidden = self.rnn(rnn_input.unsqueeze(1), hidden)  # (batch, 1, H), (layers, batch, H)
-        attentional, weights = self.attend(top.squeeze(1), keys_proj, values, src_mask)  # (batch, out)
+        attentional, hidden, weights = self._forward_step(emb, feed, hidden, keys_proj, values, src_mask)
         logits = self.output_logits(attentional, out, output_weight_t)  # (batch, vocab)
         new_state = (hidden, attentional if self.input_feeding else None)
         return logits, new_state, weights
@@ -359,8 +381,8 @@ class LuongDecoder(Decoder):
             step_inputs, gru_step = self._fed_gru(emb)
             steps, weights_per_step = [], []
             for step_input in step_inputs:
-                top, hidden = gru_step(step_input, feed, hidden)  # (batch, H), (layers, batch, H)
-                feed, weights = self.attend(top, keys_proj, values, src_mask)  # (batch, out)
+                feed, hidden, weights = self._forward_step(step_input, feed, hidden, keys_proj, values, src_mask,
+                                                           gru_step)  # (batch, out), (layers, batch, H)
                 steps.append(feed)
                 weights_per_step.append(weights)
             attentionals = torch.stack(steps, dim=1)  # (batch, tgt_len, output_size)
@@ -379,12 +401,7 @@ class LuongDecoder(Decoder):
         for all steps."""
         rnn = self.rnn
         if self.num_layers > 1 or torch.is_autocast_enabled(emb.device.type):
-            def module_step(step_emb, feed, hidden):
-                rnn_input = torch.cat([step_emb, feed.to(step_emb.dtype)], dim=-1)  # (batch, emb + out)
-                top, hidden = rnn(rnn_input.unsqueeze(1), hidden)  # (batch, 1, H)
-                return top.squeeze(1), hidden
-
-            return emb.unbind(1), module_step
+            return emb.unbind(1), self._module_gru_step
         emb_size = emb.size(-1)
         emb_gates = torch.nn.functional.linear(emb, rnn.weight_ih_l0[:, :emb_size], rnn.bias_ih_l0)  # (B, T, 3H)
         feed_weight = rnn.weight_ih_l0[:, emb_size:]  # (3H, output_size)
