@@ -1,8 +1,8 @@
 """Which library multiplies the float32 matrices of the training loops and of decoding on the CPU: PyTorch's BLAS
 (MKL) or oneDNN.
 
-The hot products of a training step (`s2s_attn.fast.recurrence`'s per-step GRU and attention-query products,
-`s2s_attn.fast.loss`'s vocabulary projection and its input's gradient) go through `linear` and `matmul` here, and
+The hot products of a training step (`s2s_attn.fast.recurrence`'s per-step GRU and attention-query products and
+their backward) go through `linear` and `matmul` here, and
 decoding's per-step products (`s2s_attn.decoding.step`: the output layer, the state's and the context's products)
 through `table_product`. PyTorch multiplies float32 matrices on the CPU with its BLAS (MKL in the official wheels); it
 also ships oneDNN, which it uses for bf16 and convolutions. oneDNN multiplies these float32 shapes faster than MKL
@@ -88,40 +88,28 @@ def loop_weight(weight: Tensor) -> Tensor:
     return weight.contiguous() if _onednn(weight) and not _dense(weight) else weight
 
 
-#: how many product shapes oneDNN multiplies in one process (`_admit`)
-SHAPE_BUDGET = 48
-_shapes: set[tuple] = set()
-
-
-def _admit(x: Tensor, weight: Tensor) -> bool:
-    """Whether oneDNN takes this shape: one it has taken before, or a new one while fewer than `SHAPE_BUDGET` have
-    been. oneDNN builds and caches a primitive, costing time and memory, for every shape. With batches of a fixed
-    number of sentences the loops' shapes repeat (a dozen in all); with token budgets the batch's size, and so every
-    per-step product's shape, changes from batch to batch, and without a bound the cache would keep growing the
-    run's peak memory. Past it, new shapes go to the BLAS (which run in a given process is decided by the order of
-    its batches, so a seed still reproduces a run)."""
-    key = (x.size(0), *weight.shape, *weight.stride())
-    if key in _shapes:
-        return True
-    if len(_shapes) >= SHAPE_BUDGET:
-        return False
-    _shapes.add(key)
-    return True
+def _admit(x: Tensor) -> bool:
+    """Whether oneDNN takes a product of this many rows: one of `padded_rows`'s sizes (8, 16, ..., 64, 80, 96, ...).
+    oneDNN builds and caches a primitive, costing time and memory, for every shape; with token budgets a batch's
+    number of sentences, and so every per-step product's shape, changes from batch to batch, and taking them all
+    grew a run's memory by 90 MiB in 300 steps. The rule depends on the shape alone, never on what the process
+    multiplied before, so that a resumed run computes every product with the same library as an uninterrupted one."""
+    rows = x.size(0)
+    return rows > 0 and padded_rows(rows) == rows
 
 
 def onednn_takes(x: Tensor, weight: Tensor) -> bool:
     """Whether `linear` would give x @ weight.T to oneDNN (a repeating shape): for the compiled loops, which make
     the same choice in C++ (`s2s_attn.fast.kernels`)."""
-    return _onednn(x, weight) and _dense(weight) and _admit(x, weight)
+    return _onednn(x, weight) and _dense(weight) and _admit(x)
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, out: Tensor | None = None,
-           repeats: bool = True) -> Tensor:
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, out: Tensor | None = None) -> Tensor:
     """bias + x @ weight.T: x (M, K), weight (N, K) (contiguous or a transposed view of a contiguous matrix for
-    oneDNN: see `_dense`), bias (N,), (M, N) or None; written into ``out`` (M, N) if given -> (M, N).
-    ``repeats=False`` says the shape is unlikely to come again (the BLAS's, then: see `_admit`). Not
-    differentiable: for the autograd functions' own forward and backward."""
-    if repeats and _onednn(x, weight, bias) and _dense(weight) and _admit(x, weight):
+    oneDNN: see `_dense`), bias (N,), (M, N) or None; written into ``out`` (M, N) if given -> (M, N). oneDNN
+    multiplies where `_admit` takes the row count, the BLAS elsewhere. Not differentiable: for the autograd
+    functions' own forward and backward."""
+    if _onednn(x, weight, bias) and _dense(weight) and _admit(x):
         result = torch_private.onednn_linear(x, weight, bias if bias is None or bias.dim() == 1 else None)
         if bias is not None and bias.dim() == 2:
             result.add_(bias)
@@ -131,9 +119,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, out: Tensor | 
     return torch.addmm(bias, x, weight.t(), out=out)
 
 
-def matmul(a: Tensor, b: Tensor, out: Tensor | None = None, repeats: bool = True) -> Tensor:
+def matmul(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
     """a @ b: a (M, K), b (K, N) -> (M, N) (`linear` with b's transpose as the weight)."""
-    return linear(a, b.t(), out=out, repeats=repeats)
+    return linear(a, b.t(), out=out)
 
 
 def padded_rows(rows: int) -> int:

@@ -114,19 +114,17 @@ def _float32_forward(features, weight, bias, targets, label_smoothing, chunk_row
     compiled = kernels.applies(features, w, bias) if targets.is_contiguous() else None
     for start in range(0, features.size(0), chunk_rows):
         x, block_targets = features[start : start + chunk_rows], targets[start : start + chunk_rows]  # (c, d), (c,)
-        # the last block's number of rows changes from batch to batch: a shape for the BLAS (`gemm._admit`)
-        full = x.size(0) == chunk_rows
         if compiled is not None:  # the kernel adds the bias (addmm would first copy it into every row)
-            block_loss, grad = _compiled_block_loss(compiled, gemm.linear(x, w, repeats=full), bias, block_targets,
+            block_loss, grad = _compiled_block_loss(compiled, gemm.linear(x, w), bias, block_targets,
                                                     label_smoothing, any(want_grad))
         else:
-            logits = gemm.linear(x, w, None if bias is None else bias.float(), repeats=full)  # (c, vocab)
+            logits = gemm.linear(x, w, None if bias is None else bias.float())  # (c, vocab)
             block_loss, grad = _block_loss(logits, block_targets[:, None], label_smoothing, any(want_grad))
         loss += block_loss
         if grad is None:
             continue
         if grad_x is not None:
-            gemm.matmul(grad, w, out=grad_x[start : start + chunk_rows], repeats=full)  # (c, d)
+            gemm.matmul(grad, w, out=grad_x[start : start + chunk_rows])  # (c, d)
         if want_grad[1] and grad_w is None:
             grad_w = torch.mm(grad.t(), x)  # (vocab, d)
         elif want_grad[1]:  # in place, written as out= so that torch's FLOP counter sees it

@@ -62,8 +62,11 @@ def wait_for_checkpoint(directory: Path, at_least: int, process: subprocess.Pope
 
 
 @pytest.mark.slow
-def test_a_run_killed_with_sigkill_and_resumed_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path):
-    steps = ["trainer.max_steps=120", "trainer.eval_every=40", "trainer.save_every=10", "trainer.keep_last=2"]
+@pytest.mark.parametrize("batches", [[], ["trainer.batch_size=null", "trainer.batch_tokens=300"]],
+                         ids=["fixed-batches", "token-budgets"])  # token budgets: a new product shape every few steps
+def test_a_run_killed_with_sigkill_and_resumed_ends_bit_for_bit_like_an_uninterrupted_run(tmp_path, batches):
+    steps = ["trainer.max_steps=120", "trainer.eval_every=40", "trainer.save_every=10", "trainer.keep_last=2",
+             *batches]
     whole = subprocess.run(cli(tmp_path, *steps, f"hydra.run.dir={tmp_path}/whole"), cwd=tmp_path, env=cli_env(),
                            capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr[-2000:]

@@ -15,8 +15,7 @@ BACKENDS = ["blas", pytest.param("onednn", marks=needs_onednn)]
 
 @pytest.fixture
 def use(monkeypatch):
-    """use(backend): multiply with it for the rest of the test (with oneDNN's whole budget of shapes)."""
-    monkeypatch.setattr(gemm, "_shapes", set())
+    """use(backend): multiply with it for the rest of the test."""
     return lambda backend: monkeypatch.setattr(gemm, "_choice", backend)
 
 
@@ -107,19 +106,19 @@ def test_a_weight_oneDNN_would_multiply_slowly_goes_to_the_blas_or_is_copied_onc
 
 
 @needs_onednn
-def test_onednn_takes_a_bounded_number_of_shapes_and_the_blas_the_rest(use, monkeypatch):
-    """Each shape costs oneDNN a cached primitive (memory): past the budget, and for shapes said not to repeat,
-    the BLAS multiplies (same result)."""
+def test_onednn_takes_a_bounded_set_of_row_counts_whatever_came_before(use, monkeypatch):
+    """Each shape costs oneDNN a cached primitive (memory), so it takes padded_rows's row counts and the BLAS the
+    rest (same result); the choice depends on the shape alone, so a resumed run makes the same choices."""
     use("onednn")
-    monkeypatch.setattr(gemm, "_shapes", set())
-    monkeypatch.setattr(gemm, "SHAPE_BUDGET", 2)
+    calls = []
+    real = gemm.torch_private.onednn_linear
+    monkeypatch.setattr(gemm.torch_private, "onednn_linear", lambda *args: calls.append(args[0].size(0)) or real(*args))
     weight = torch.randn(6, 5)
-    for rows in (1, 2, 3, 1):
+    for rows in (3, 8, 9, 16, 64, 65, 80, 3, 8):
         x = torch.randn(rows, 5)
         torch.testing.assert_close(gemm.linear(x, weight), x @ weight.t())
-    assert gemm._shapes == {(1, 6, 5, 5, 1), (2, 6, 5, 5, 1)}  # 3 rows came after the budget was spent
-    gemm.linear(torch.randn(4, 5), weight, repeats=False)
-    assert len(gemm._shapes) == 2
+        assert gemm.onednn_takes(x, weight) == (rows in (8, 16, 64, 80))
+    assert calls == [8, 16, 64, 80, 8]
 
 
 # decoding's per-step products (`table_product`): weights kept as (inputs, outputs), row counts that change every
