@@ -8,12 +8,12 @@ and decoded text):
   a hand-written backward;
 * `step`: fused decoding steps for greedy and beam search;
 * `loss`: the output layer and the cross-entropy a block of positions at a time;
-* `dropout`, `kernels` (``csrc/cpu_kernels.cpp``): compiled element-wise work, built on first use;
+* `kernels` (``csrc/cpu_kernels.cpp``): compiled element-wise work, built on first use;
 * `gemm`, `torch_private`: which library multiplies float32 matrices; `allocator`: glibc malloc's thresholds.
 
 `dispatch.accelerate` is the one entry point: it decides, per component, which implementation runs, installs the
 fast ones on the model's seams (``GRUEncoder.fast``, ``decoder.fast_loop``, ``decoder.fast_stepper``,
-``Seq2Seq.fast_loss``, ``Dropout.fast``) and returns the decision that a run logs and writes to ``results.json``.
+``Seq2Seq.fast_loss``) and returns the decision that a run logs and writes to ``results.json``.
 ``fast=off`` (the config group) runs the reference everywhere.
 """
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from ..model.attention import Attention
 from ..model.decoder import BahdanauDecoder, LuongDecoder
-from ..model.dropout import Dropout
 from ..model.encoder import GRUEncoder
 from . import gemm, kernels
 from .allocator import keep_freed_memory
@@ -59,7 +58,6 @@ class Decision:
     decoder_loop: str = REFERENCE
     decoding_step: str = REFERENCE
     loss: str = REFERENCE
-    dropout: str = REFERENCE
     products: str = "PyTorch"
 
     def line(self) -> str:
@@ -77,16 +75,12 @@ def _clear(model) -> None:
     model.decoder.fast_loop = None
     model.decoder.fast_stepper = None
     model.fast_loss = None
-    for module in model.modules():
-        if isinstance(module, Dropout):
-            module.fast = None
 
 
 def accelerate(model, settings: FastSettings | None = None) -> Decision:
     """Decide which implementation runs each component of ``model`` (a `Seq2Seq` on its device), install the fast
     ones on its seams, and return the decision. Call it again after moving the model to another device."""
     from . import recurrence, step  # (they import the model's modules)
-    from .dropout import compiled_dropout
     from .loss import blockwise_cross_entropy
 
     settings = settings or FastSettings()
@@ -125,10 +119,4 @@ def accelerate(model, settings: FastSettings | None = None) -> Decision:
 
     model.fast_loss = blockwise_cross_entropy
     decision.loss = "blockwise output layer and loss" + (" with compiled kernels" if compiled else "")
-
-    if compiled:
-        for module in model.modules():
-            if type(module) is Dropout:
-                module.fast = compiled_dropout
-        decision.dropout = "compiled (the same masks)"
     return decision

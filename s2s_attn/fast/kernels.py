@@ -2,14 +2,12 @@
 
 The Python loops in `s2s_attn.fast.recurrence` call a dozen small ATen operations per step for the GRU cell
 and the additive attention; on a small CPU each one's overhead costs more than the arithmetic it does. These
-kernels do the same work in one pass per step, and dropout's mask and scaling in one pass
-(`s2s_attn.model.dropout`); beam search's step (`s2s_attn.decoding.step`, `s2s_attn.decoding.beam`) uses them
-for its attention, its GRU cell, the mixture of projected values and the logits' log-sum-exp. `GRULayer`'s whole
-loop (the encoder's, and the Luong decoder's without input feeding) runs in C++ too, forward and backward, and
-without gradients (decoding's encoder). They are built
-from source the first time they are needed (``torch.utils.cpp_extension.load``: a C++ compiler and ninja, ~15 s,
-cached under ``~/.cache/torch_extensions``, rebuilt when the source changes) and used for float32 tensors on the
-CPU.
+kernels do the same work in one pass per step; beam search's step (`s2s_attn.decoding.step`,
+`s2s_attn.decoding.beam`) uses them for its attention, its GRU cell, the mixture of projected values and the
+logits' log-sum-exp. `GRULayer`'s whole loop (the encoder's, and the Luong decoder's without input feeding) runs
+in C++ too, forward and backward, and without gradients (decoding's encoder). They are built from source the
+first time they are needed (``torch.utils.cpp_extension.load``: a C++ compiler and ninja, ~15 s, cached under
+``~/.cache/torch_extensions``, rebuilt when the source changes) and used for float32 tensors on the CPU.
 
 ``fast.kernels`` (`configure`): ``auto`` builds them when it can and otherwise warns once and keeps the
 Python loops; ``true`` fails if they cannot be built; ``false`` never builds them.

@@ -5,14 +5,11 @@
 Each call draws one seed from torch's generator (so ``torch.manual_seed`` reproduces a run) and derives the mask
 from it with a counter-based hash: element i is kept when its 16-bit random number, bits 16 (i % 4) .. 16 (i % 4)
 + 15 of ``splitmix64(seed + i // 4)``, is at least ``p * 65536`` (p is rounded to a multiple of 1/65536: 0.1
-becomes 0.100006). Because the mask depends on the seed and the element's index only, a compiled kernel
-(`s2s_attn.fast`) draws exactly the same mask as this plain PyTorch code, and a run gives the same losses with
-and without it.
+becomes 0.100006). Because the mask depends on the seed and the element's index only, it is the same on every device
+and thread count. (A compiled kernel of the same mask gained under 2% of a training step's time, and was removed.)
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -61,10 +58,6 @@ def keep_mask(shape: torch.Size, p: float, seed: int, device: torch.device) -> T
     return (random[:count] >= threshold(p)).view(shape)
 
 
-#: a fast implementation's signature: (x, p, seed) -> the dropped-out x, or None where it does not apply
-FastDropout = Callable[[Tensor, float, int], "Tensor | None"]
-
-
 class Dropout(nn.Module):
     """Drop-in for ``nn.Dropout(p)``: zeroes each element with probability p in training and scales the
     rest by 1 / (1 - p); the identity in evaluation mode or when p is 0."""
@@ -74,15 +67,11 @@ class Dropout(nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
-        self.fast: FastDropout | None = None  # set by `s2s_attn.fast.accelerate`: draws the same mask
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        seed = draw_seed()
-        if self.fast is not None and (dropped := self.fast(x, self.p, seed)) is not None:
-            return dropped
-        keep = keep_mask(x.shape, self.p, seed, x.device)
+        keep = keep_mask(x.shape, self.p, draw_seed(), x.device)
         return torch.where(keep, x * (1.0 / (1.0 - self.p)), 0.0)  # (x.shape)
 
     def extra_repr(self) -> str:

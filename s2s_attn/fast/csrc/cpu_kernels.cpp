@@ -1,6 +1,6 @@
 // Compiled CPU kernels for the element-wise work of training and decoding: the recurrent loops' GRU cell and
-// additive attention and its context (one pass per step instead of one ATen call per operation), dropout (mask and
-// scaling in one pass), and beam search's step (attention over one copy of a sentence's keys for all its beams, the
+// additive attention and its context (one pass per step instead of one ATen call per operation), and beam search's
+// step (attention over one copy of a sentence's keys for all its beams, the
 // mixture of its projected values, and the log-sum-exp and block maxima of the logits in one read). A GRU layer's
 // whole loop (gru_layer_forward / _backward / _inference) runs here too, its per-step products through PyTorch's own
 // oneDNN or BLAS: no Python between the steps, and an encoder's two directions side by side on two threads.
@@ -9,7 +9,7 @@
 // torch.ops.s2s_attn.*. Every function reads and writes float32 CPU tensors given to it (2-D, rows x columns,
 // unit column stride, any row stride, unless it says otherwise), allocates nothing but scratch and the layer loops'
 // products, and computes the formulas of the Python code beside each call (s2s_attn/fast/recurrence.py, step.py,
-// s2s_attn/model/dropout.py, s2s_attn/decoding/beam.py), the path on other devices and dtypes. exp is
+// s2s_attn/decoding/beam.py), the path on other devices and dtypes. exp is
 // ATen's vector exp (SLEEF, 1 ulp; the logits' sum of exponentials uses exp_nonpositive, a degree-6 polynomial
 // scaled with AVX-512's scalef, within float rounding of exp and cheaper than ATen's exps); tanh is SLEEF's 3.5-ulp
 // version, cheaper than the 1-ulp one (the attention's energies are 64 x 12 x 512 tanh per step). Decoding's
@@ -836,76 +836,6 @@ void cross_entropy_block(Tensor logits, const std::optional<Tensor>& bias, const
   });
 }
 
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "dropout_forward reads a uint64 as four uint16");
-
-// splitmix64: a 64-bit hash of a counter, the random bits of element group `index` of a dropout mask.
-inline uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
-
-constexpr int64_t kDropoutGrain = 1 << 14;  // elements per task
-
-// Inverted dropout of a contiguous float32 tensor: element i is kept when its 16-bit random number (bits
-// 16 (i % 4) .. 16 (i % 4) + 15 of splitmix64(seed + i / 4)) is at least `threshold` (= p x 65536); then out = x * scale
-// (scale = 1 / (1 - p)) and keep = 1, else out = 0 and keep = 0. Counter-based: the mask depends on the seed
-// only, not on the number of threads.
-void dropout_forward(const Tensor& x, Tensor out, Tensor keep, int64_t seed, int64_t threshold, double scale) {
-  TORCH_CHECK(x.is_contiguous() && out.is_contiguous() && keep.is_contiguous() && x.scalar_type() == at::kFloat &&
-                  out.scalar_type() == at::kFloat && keep.scalar_type() == at::kByte &&
-                  out.numel() == x.numel() && keep.numel() == x.numel(),
-              "dropout_forward: contiguous float32 x and out, uint8 keep, all of one size");
-  const float* x_p = x.const_data_ptr<float>();
-  float* out_p = out.data_ptr<float>();
-  uint8_t* keep_p = keep.data_ptr<uint8_t>();
-  const int64_t count = x.numel();
-  const float factor = static_cast<float>(scale);
-  const uint64_t base = static_cast<uint64_t>(seed);
-  TORCH_CHECK(threshold >= 0 && threshold <= 65536, "dropout_forward: threshold must be in [0, 65536]");
-  const uint32_t limit = static_cast<uint32_t>(threshold);  // 32-bit compares: 16 lanes per vector, not 8
-  at::parallel_for(0, (count + 3) / 4, kDropoutGrain / 4, [&](int64_t begin, int64_t end) {
-    constexpr int64_t kGroups = 256;  // 1,024 elements at a time: hash the groups, then keep or drop (both loops vectorise)
-    uint64_t bits[kGroups];
-    for (int64_t block = begin; block < end; block += kGroups) {
-      const int64_t groups = std::min<int64_t>(kGroups, end - block);
-      for (int64_t g = 0; g < groups; ++g) {
-        bits[g] = splitmix64(base + static_cast<uint64_t>(block + g));
-      }
-      // element i of a group takes bits 16 i .. 16 i + 15 of its number: the i-th uint16 on a little-endian CPU
-      const uint16_t* random = reinterpret_cast<const uint16_t*>(bits);
-      const int64_t first = block * 4;
-      const int64_t elements = std::min<int64_t>(groups * 4, count - first);
-      const float* xb = x_p + first;
-      float* ob = out_p + first;
-      uint8_t* kb = keep_p + first;
-      for (int64_t i = 0; i < elements; ++i) {
-        const bool kept = static_cast<uint32_t>(random[i]) >= limit;
-        kb[i] = kept;
-        ob[i] = kept ? xb[i] * factor : 0.0f;
-      }
-    }
-  });
-}
-
-// The backward of dropout_forward: out = grad * scale where keep is 1, else 0 (grad contiguous float32).
-void dropout_backward(const Tensor& grad, const Tensor& keep, Tensor out, double scale) {
-  TORCH_CHECK(grad.is_contiguous() && out.is_contiguous() && keep.is_contiguous() &&
-                  grad.scalar_type() == at::kFloat && out.scalar_type() == at::kFloat &&
-                  keep.scalar_type() == at::kByte && out.numel() == grad.numel() && keep.numel() == grad.numel(),
-              "dropout_backward: contiguous float32 grad and out, uint8 keep, all of one size");
-  const float* g_p = grad.const_data_ptr<float>();
-  const uint8_t* keep_p = keep.const_data_ptr<uint8_t>();
-  float* out_p = out.data_ptr<float>();
-  const float factor = static_cast<float>(scale);
-  at::parallel_for(0, grad.numel(), kDropoutGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      out_p[i] = keep_p[i] ? g_p[i] * factor : 0.0f;
-    }
-  });
-}
-
 }  // namespace
 
 TORCH_LIBRARY(s2s_attn, m) {
@@ -926,8 +856,6 @@ TORCH_LIBRARY(s2s_attn, m) {
   m.def("block_log_softmax(Tensor logits, int block, Tensor(a!) lse, Tensor(b!) block_best) -> ()");
   m.def("cross_entropy_block(Tensor(a!) logits, Tensor? bias, Tensor targets, float label_smoothing, bool want_grad, "
         "Tensor(b!) row_loss) -> ()");
-  m.def("dropout_forward(Tensor x, Tensor(a!) out, Tensor(b!) keep, int seed, int threshold, float scale) -> ()");
-  m.def("dropout_backward(Tensor grad, Tensor keep, Tensor(a!) out, float scale) -> ()");
   m.def("gru_layer_forward(Tensor input_gates, Tensor hh_weight, Tensor hh_bias, Tensor? step_mask, "
         "Tensor(a!) states, Tensor(b!)? rz, Tensor(c!)? n, Tensor(d!)? hidden_n, bool onednn) -> ()");
   m.def("gru_layer_inference(Tensor input_gates, Tensor hh_weight, Tensor hh_bias, Tensor? step_mask, "
@@ -948,8 +876,6 @@ TORCH_LIBRARY_IMPL(s2s_attn, CPU, m) {
   m.impl("beam_mix", beam_mix);
   m.impl("block_log_softmax", block_log_softmax);
   m.impl("cross_entropy_block", cross_entropy_block);
-  m.impl("dropout_forward", dropout_forward);
-  m.impl("dropout_backward", dropout_backward);
   m.impl("gru_layer_forward", gru_layer_forward);
   m.impl("gru_layer_inference", gru_layer_inference);
   m.impl("gru_layer_backward", gru_layer_backward);
