@@ -336,11 +336,8 @@ PEER_TOK_PER_STEP = 695.4  # target tokens per batch of 64 on the peers' split (
 
 def _seams(model) -> dict[str, list[tuple[object, str]]]:
     """The fast layer's seams on a model, per component: (object, attribute) pairs (`s2s_attn.fast.accelerate`)."""
-    from s2s_attn.model.dropout import Dropout
-
     return {"encoder": [(model.encoder, "fast")], "decoder_loop": [(model.decoder, "fast_loop")],
-            "loss": [(model, "fast_loss")],
-            "dropout": [(module, "fast") for module in model.modules() if isinstance(module, Dropout)]}
+            "loss": [(model, "fast_loss")]}
 
 
 def _alternate(rounds: int, run, switch) -> tuple[list[float], list[float]]:
@@ -360,7 +357,8 @@ def _gain(fast: list[float], reference: list[float]) -> dict:
     return {"fast": round(f, 1), "reference": round(r, 1), "gain": round(f / r - 1, 4)}
 
 
-def ablate(name: str, overrides: list[str], steps: int, rounds: int, decode: int, threads: int) -> dict:
+def ablate(name: str, overrides: list[str], steps: int, rounds: int, decode: int, threads: int,
+           only: set[str] | None = None) -> dict:
     """What each fast path gains, measured as the module doc says (``--ablate``)."""
     import torch
     from hydra import compose, initialize_config_dir
@@ -416,11 +414,16 @@ def ablate(name: str, overrides: list[str], steps: int, rounds: int, decode: int
 
     result = {"config": name, "overrides": " ".join(overrides), "steps": steps, "rounds": rounds,
               "implementations": decision.to_dict(), "threads": torch.get_num_threads()}
+    def wanted(key: str) -> bool:
+        return only is None or key in only
+
     for key, entries in installed.items():
+        if not wanted(key):
+            continue
         claimed = any(value is not None for _, _, value in entries)
         result[key] = _gain(*_alternate(rounds, train_rate, seam_switch(entries))) if claimed else None
     mode = kernels._mode
-    if kernels.ops() is not None:
+    if kernels.ops() is not None and wanted("kernels"):
         def kernel_switch(enabled: bool) -> None:
             kernels._mode = mode if enabled else "false"
         result["kernels"] = _gain(*_alternate(rounds, train_rate, kernel_switch))
@@ -437,6 +440,8 @@ def ablate(name: str, overrides: list[str], steps: int, rounds: int, decode: int
         def stepper_switch(enabled: bool) -> None:
             model.decoder.fast_stepper = stepper if enabled else None
 
+        if not wanted(f"decoding_step_{label}"):
+            continue
         decode_rate()  # warm-up
         result[f"decoding_step_{label}"] = (_gain(*_alternate(rounds, decode_rate, stepper_switch))
                                             if stepper is not None else None)
@@ -550,6 +555,7 @@ def main() -> int:
     parser.add_argument("--ablate", action="store_true",
                         help="measure what each fast path gains, on --steps batches in --rounds alternating rounds")
     parser.add_argument("--rounds", type=int, default=4, help="--ablate: rounds of each pair (default 4)")
+    parser.add_argument("--only", help="--ablate: these comma-separated components only (e.g. encoder,loss)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -561,7 +567,9 @@ def main() -> int:
     if args.ablate:
         for spec in args.configs:
             name, _, overrides = spec.partition("=")
-            print(json.dumps(ablate(name, overrides.split(), args.steps, args.rounds, args.decode, args.threads)),
+            only = set(args.only.split(",")) if args.only else None
+            print(json.dumps(ablate(name, overrides.split(), args.steps, args.rounds, args.decode, args.threads,
+                                    only)),
                   flush=True)
         return 0
 
