@@ -1,8 +1,8 @@
 """Which library multiplies the float32 matrices of the training loops and of decoding on the CPU: PyTorch's BLAS
 (MKL) or oneDNN.
 
-The hot products of a training step (`s2s_attn.fast.recurrence`'s per-step GRU and attention-query products and
-their backward) go through `linear` and `matmul` here, and
+The hot products of a training step (`s2s_attn.fast.recurrence`'s per-step GRU and attention-query products,
+`s2s_attn.fast.loss`'s vocabulary projection and its input's gradient) go through `linear` and `matmul` here, and
 decoding's per-step products (`s2s_attn.decoding.step`: the output layer, the state's and the context's products)
 through `table_product`. PyTorch multiplies float32 matrices on the CPU with its BLAS (MKL in the official wheels); it
 also ships oneDNN, which it uses for bf16 and convolutions. oneDNN multiplies these float32 shapes faster than MKL
@@ -92,14 +92,14 @@ def _admit(x: Tensor) -> bool:
     """Whether oneDNN takes a product of this many rows: one of `padded_rows`'s sizes (8, 16, ..., 64, 80, 96, ...).
     oneDNN builds and caches a primitive, costing time and memory, for every shape; with token budgets a batch's
     number of sentences, and so every per-step product's shape, changes from batch to batch, and taking them all
-    grew a run's memory by 90 MiB in 300 steps. The rule depends on the shape alone, never on what the process
+    would keep growing a run's memory. The rule depends on the shape alone, never on what the process
     multiplied before, so that a resumed run computes every product with the same library as an uninterrupted one."""
     rows = x.size(0)
     return rows > 0 and padded_rows(rows) == rows
 
 
 def onednn_takes(x: Tensor, weight: Tensor) -> bool:
-    """Whether `linear` would give x @ weight.T to oneDNN (a repeating shape): for the compiled loops, which make
+    """Whether `linear` would give x @ weight.T to oneDNN (see `_admit`): for the compiled loops, which make
     the same choice in C++ (`s2s_attn.fast.kernels`)."""
     return _onednn(x, weight) and _dense(weight) and _admit(x)
 

@@ -6,15 +6,10 @@ import pytest
 import torch
 
 from s2s_attn.model import dropout as reference
+from s2s_attn.model.dropout import Dropout
 
 
-@pytest.fixture
-def Dropout():
-    """The model's Dropout class."""
-    return reference.Dropout
-
-
-def test_drops_a_share_p_and_scales_the_rest_by_one_over_keep(Dropout):
+def test_drops_a_share_p_and_scales_the_rest_by_one_over_keep():
     torch.manual_seed(0)
     layer = Dropout(0.1).train()
     out = layer(torch.ones(1000, 1000))
@@ -25,14 +20,14 @@ def test_drops_a_share_p_and_scales_the_rest_by_one_over_keep(Dropout):
 
 
 @pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 5), (64, 12, 512)])
-def test_every_shape_gets_a_mask_of_its_own_shape_with_independent_positions(Dropout, shape):
+def test_every_shape_gets_a_mask_of_its_own_shape_with_independent_positions(shape):
     torch.manual_seed(1)
     out = Dropout(0.5).train()(torch.ones(shape))
     assert out.shape == shape
     assert set(torch.unique(out).tolist()) <= {0.0, 2.0}
 
 
-def test_gradient_goes_through_the_same_mask(Dropout):
+def test_gradient_goes_through_the_same_mask():
     torch.manual_seed(2)
     x = torch.randn(50, 40, requires_grad=True)
     out = Dropout(0.3).train()(x)
@@ -41,13 +36,13 @@ def test_gradient_goes_through_the_same_mask(Dropout):
     torch.testing.assert_close(x.grad, scale)
 
 
-def test_identity_in_evaluation_and_with_p_zero(Dropout):
+def test_identity_in_evaluation_and_with_p_zero():
     x = torch.randn(10, 10)
     assert torch.equal(Dropout(0.5).eval()(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
 
 
-def test_a_seed_reproduces_the_mask(Dropout):
+def test_a_seed_reproduces_the_mask():
     layer = Dropout(0.2).train()
     torch.manual_seed(3)
     first = layer(torch.ones(100, 100))
@@ -55,12 +50,12 @@ def test_a_seed_reproduces_the_mask(Dropout):
     assert torch.equal(layer(torch.ones(100, 100)), first)
 
 
-def test_a_probability_outside_zero_to_one_is_refused(Dropout):
+def test_a_probability_outside_zero_to_one_is_refused():
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         Dropout(1.0)
 
 
-def test_the_mask_does_not_depend_on_the_number_of_threads(Dropout):
+def test_the_mask_does_not_depend_on_the_number_of_threads():
     layer = Dropout(0.3).train()
     masks = []
     for threads in (1, 2):
@@ -72,7 +67,7 @@ def test_the_mask_does_not_depend_on_the_number_of_threads(Dropout):
     assert torch.equal(masks[0], masks[1])
 
 
-def test_neighbouring_elements_are_dropped_independently(Dropout):
+def test_neighbouring_elements_are_dropped_independently():
     torch.manual_seed(5)
     dropped = (Dropout(0.5).train()(torch.ones(400_000)) == 0).float()
     both = (dropped[:-1] * dropped[1:]).mean().item()  # four elements share one 64-bit number
