@@ -21,18 +21,35 @@ def shared_data_dir() -> Path | None:
     return None
 
 
-@pytest.fixture(params=["kernel", "python"])
-def kernel_path(request, monkeypatch):
-    """Runs a test on both paths: with the compiled CPU kernels (`s2s_attn.fast.kernels`; skipped with the reason
-    where they cannot be built, failed under CI=true) and with the Python code beside them. -> "kernel" or "python"."""
+def _require_kernels() -> None:
+    """Skip where the compiled kernels cannot be built (with the reason); fail under CI=true, which has a compiler."""
     from s2s_attn.fast import kernels
 
-    if request.param == "kernel" and kernels.ops() is None:
+    if kernels.ops() is None:
         reason = "the compiled kernels could not be built here (they need a C++ compiler and ninja)"
         if os.environ.get("CI") == "true":  # CI has both: a build that fails there is a bug, not a skip
             pytest.fail(reason)
         pytest.skip(reason)
-    if request.param == "python":
+
+
+@pytest.fixture
+def compiled():
+    """The compiled CPU kernels (`s2s_attn.fast.kernels.ops()`), which every fast path needs."""
+    from s2s_attn.fast import kernels
+
+    _require_kernels()
+    return kernels.ops()
+
+
+@pytest.fixture(params=["kernel", "general"])
+def kernel_path(request, monkeypatch):
+    """Beam search's log-softmax on both of its paths (`s2s_attn.decoding.beam.block_log_probs`): the compiled
+    kernel's and the general one (CUDA, or no kernels). -> "kernel" or "general"."""
+    from s2s_attn.fast import kernels
+
+    if request.param == "kernel":
+        _require_kernels()
+    else:
         monkeypatch.setattr(kernels, "_mode", "false")
     return request.param
 

@@ -3,7 +3,8 @@
 A fast implementation claims exact classes and settings (``type(x) is``, never ``isinstance``): a subclass, a newly
 registered attention or decoder, more layers, another device all run the reference model. Some conditions can only
 be known at each call (autocast, gradients on or off, the tensors' dtype); there the fast function returns None and
-the module runs its own code.
+the module runs its own code. Every fast path needs the compiled kernels (`kernels`): where they cannot be built the
+reference model runs everywhere, after one warning, rather than a second, Python copy of each fused loop.
 """
 
 from __future__ import annotations
@@ -89,23 +90,23 @@ def accelerate(model, settings: FastSettings | None = None) -> Decision:
     device = next(model.parameters()).device
     if not settings.enabled or device.type != "cpu":  # on a GPU the reference is the fast path (cuDNN's GRU)
         return decision
+    if kernels.ops() is None:  # every fast path needs them (`kernels.ops` warned once): the reference runs
+        return decision
     decision.products = {"onednn": "oneDNN", "blas": "PyTorch's BLAS"}[gemm.backend()] + " (float32)"
-    compiled = kernels.ops() is not None
-    in_cpp = " in C++" if compiled else ""
 
     encoder, decoder = model.encoder, model.decoder
     if (type(encoder) is GRUEncoder and encoder.rnn.bidirectional and encoder.rnn.num_layers == 1
             and encoder.rnn.bias):
         encoder.fast = recurrence.encoder_loop
-        decision.encoder = f"fused GRU layer{in_cpp}"
+        decision.encoder = "fused GRU layer in C++"
 
     one_layer = getattr(decoder, "num_layers", None) == 1
     if type(decoder) is BahdanauDecoder and one_layer and type(decoder.attention) in recurrence.ADDITIVE_ATTENTIONS:
         decoder.fast_loop = recurrence.bahdanau_loop
-        decision.decoder_loop = "fused additive-attention loop" + (" with compiled kernels" if compiled else "")
+        decision.decoder_loop = "fused additive-attention loop with compiled kernels"
     elif type(decoder) is LuongDecoder and one_layer and not decoder.input_feeding and decoder.rnn.bias:
         decoder.fast_loop = recurrence.luong_loop
-        decision.decoder_loop = f"fused GRU layer{in_cpp}"
+        decision.decoder_loop = "fused GRU layer in C++"
 
     has_biases = decoder.output.bias is not None
     if (type(decoder) is BahdanauDecoder and one_layer and type(decoder.attention) in recurrence.ADDITIVE_ATTENTIONS
@@ -118,5 +119,5 @@ def accelerate(model, settings: FastSettings | None = None) -> Decision:
         decision.decoding_step = "fused Luong step"
 
     model.fast_loss = blockwise_cross_entropy
-    decision.loss = "blockwise output layer and loss" + (" with compiled kernels" if compiled else "")
+    decision.loss = "blockwise output layer and loss with compiled kernels"
     return decision

@@ -1,16 +1,18 @@
 """Compiled CPU kernels for the element-wise work of training and decoding (``csrc/cpu_kernels.cpp``).
 
-The Python loops in `s2s_attn.fast.recurrence` call a dozen small ATen operations per step for the GRU cell
-and the additive attention; on a small CPU each one's overhead costs more than the arithmetic it does. These
-kernels do the same work in one pass per step; beam search's step (`s2s_attn.decoding.step`,
-`s2s_attn.decoding.beam`) uses them for its attention, its GRU cell, the mixture of projected values and the
-logits' log-sum-exp. `GRULayer`'s whole loop (the encoder's, and the Luong decoder's without input feeding) runs
-in C++ too, forward and backward, and without gradients (decoding's encoder). They are built from source the
-first time they are needed (``torch.utils.cpp_extension.load``: a C++ compiler and ninja, ~15 s, cached under
-``~/.cache/torch_extensions``, rebuilt when the source changes) and used for float32 tensors on the CPU.
+Written with PyTorch operations, the GRU cell and the additive attention of one step are a dozen small ATen calls
+(as in the reference model); on a small CPU each one's overhead costs more than the arithmetic it does. These
+kernels do the same work in one pass per step for the fused training loops (`s2s_attn.fast.recurrence`) and the
+blockwise loss (`s2s_attn.fast.loss`); decoding's fused steps (`s2s_attn.fast.step`) and beam search
+(`s2s_attn.decoding.beam`) use them for the attention, the GRU cell, the mixture of projected values and the logits'
+log-sum-exp. Every fast path needs them. `GRULayer`'s whole loop (the encoder's, and the Luong decoder's without
+input feeding) runs in C++ too, forward and backward, and without gradients (decoding's encoder). They are built
+from source the first time they are needed (``torch.utils.cpp_extension.load``: a C++ compiler and ninja, ~15 s,
+cached under ``~/.cache/torch_extensions``, rebuilt when the source changes) and used for float32 tensors on the
+CPU.
 
-``fast.kernels`` (`configure`): ``auto`` builds them when it can and otherwise warns once and keeps the
-Python loops; ``true`` fails if they cannot be built; ``false`` never builds them.
+``fast.kernels`` (`configure`): ``auto`` builds them when it can and otherwise warns once and runs the reference
+model; ``true`` fails if they cannot be built; ``false`` never builds them (the reference model runs).
 """
 
 from __future__ import annotations
@@ -138,10 +140,10 @@ def ops() -> Any:
         _tried = True
         try:
             _ops = _build()
-        except Exception as error:  # a missing compiler, a failed build: the Python loops do the same work
+        except Exception as error:  # a missing compiler, a failed build: the reference model does the same work
             if _mode == "true":
                 raise KernelBuildError(f"fast.kernels=true, but the kernels could not be built: {error}") from error
-            log.warning("compiled CPU kernels unavailable (%s); using the Python loops "
+            log.warning("compiled CPU kernels unavailable (%s); the reference model runs "
                         "(same results, slower). fast.kernels=false silences this.", str(error).splitlines()[0])
     elif _ops is None and _mode == "true":
         raise KernelBuildError("fast.kernels=true, but the kernels could not be built (see the first error)")

@@ -4,14 +4,14 @@
 
 (``eps`` is label smoothing, as ``torch.nn.CrossEntropyLoss(label_smoothing=eps, reduction="sum")``.)
 
-The plain way, ``cross_entropy(linear(x, W, b), y)``, materialises the (tokens, vocab) logits, their
-log-softmax, the log-softmax's gradient and the logits' gradient: four fresh tensors of ~30 MB for a
-batch of 64 sentences and an 8k vocabulary, written and read once each. Here the logits of
-``chunk_rows`` positions at a time are computed, turned into the loss and, in the same pass, into
-the gradient ``softmax - target distribution``, which goes straight into the three gradient products
-(for x, W and b) while it is still in cache. The backward pass only scales the stored gradients by
-the incoming one (the loss is a scalar at the end of the graph). Same products, same maths, with fewer
-passes over memory and no (tokens, vocab) buffers.
+The plain way, ``cross_entropy(linear(x, W, b), y)``, materialises the (tokens, vocab) logits, their log-softmax,
+the log-softmax's gradient and the logits' gradient: four fresh tensors of ~30 MB for a batch of 64 sentences and an
+8k vocabulary, written and read once each. Here the logits of ``chunk_rows`` positions at a time are computed,
+turned into the loss and, in the same pass, into the gradient ``softmax - target distribution`` (one compiled pass
+per row: `s2s_attn.fast.kernels`, which this needs), which goes straight into the three gradient products (for x, W
+and b) while it is still in cache. The backward pass only scales the stored gradients by the incoming one (the loss
+is a scalar at the end of the graph). Same products, same maths, with fewer passes over memory and no (tokens,
+vocab) buffers.
 """
 
 from __future__ import annotations
@@ -66,35 +66,16 @@ class LinearCrossEntropy(torch.autograd.Function):
         )
 
 
-def _block_loss(logits: Tensor, targets: Tensor, label_smoothing: float, want_grad: bool):
-    """One block's summed loss and, if ``want_grad``, its logits' gradient (softmax - target distribution).
+def _block_loss(logits: Tensor, bias: Tensor | None, targets: Tensor, label_smoothing: float, want_grad: bool):
+    """One block's summed loss and, if ``want_grad``, its logits' gradient (softmax - target distribution), in one
+    compiled pass per row (`cross_entropy_block`), which first adds the bias (None: none) to the logits.
 
-    logits: (c, vocab) float32, overwritten (the gradient is written into it); targets: (c, 1).
-    -> (loss (), gradient (c, vocab) or None)."""
-    shifted = logits.sub_(logits.amax(dim=1, keepdim=True))  # z - max z, in place: (c, vocab)
-    target_shifted = shifted.gather(1, targets)  # (c, 1)
-    mean_shifted = shifted.mean(dim=1, keepdim=True) if label_smoothing else None  # (c, 1)
-    probs = shifted.exp_()  # unnormalised, in place: (c, vocab)
-    norm = probs.sum(dim=1, keepdim=True)  # (c, 1)
-    lse = norm.log()  # log-sum-exp of the shifted logits: log p(j) = (z_j - max z) - lse
-    loss = -(1.0 - label_smoothing) * (target_shifted - lse).sum()
-    if label_smoothing:  # mean_j -log p(j) = lse - mean_j (z_j - max z)
-        loss = loss + label_smoothing * (lse - mean_shifted).sum()
-    if not want_grad:
-        return loss, None
-    grad = probs.div_(norm)  # softmax: (c, vocab)
-    grad.scatter_add_(1, targets, grad.new_full(targets.shape, -(1.0 - label_smoothing)))
-    if label_smoothing:
-        grad.sub_(label_smoothing / logits.size(1))
-    return loss, grad
-
-
-def _compiled_block_loss(compiled, logits: Tensor, bias: Tensor | None, targets: Tensor, label_smoothing: float,
-                         want_grad: bool):
-    """`_block_loss` in one compiled pass per row (`cross_entropy_block`), which also adds the bias (None: none) to
-    the logits (c, vocab), float32 on the CPU, overwritten. targets: (c,)."""
+    logits: (c, vocab) float32 on the CPU, contiguous, overwritten (the gradient is written into it); bias: (vocab,)
+    float32; targets: (c,) int64. -> (loss (), gradient (c, vocab) or None). Per row, with z the biased logits:
+    loss = (1 - eps) (lse(z) - z_y) + eps (lse(z) - mean_j z_j), gradient = softmax(z) - (1 - eps) onehot(y) - eps / V.
+    """
     row_loss = logits.new_empty(logits.size(0))
-    compiled.cross_entropy_block(logits, bias, targets, label_smoothing, want_grad, row_loss)
+    kernels.ops().cross_entropy_block(logits, bias, targets, label_smoothing, want_grad, row_loss)
     return row_loss.sum(), (logits if want_grad else None)
 
 
@@ -108,18 +89,14 @@ def _float32_forward(features, weight, bias, targets, label_smoothing, chunk_row
     """-> (loss, grad_x (n, d), grad_w (vocab, d), grad_b (vocab,)), all float32 (a gradient None unless wanted).
     Each block's gradient goes into the three products while it is still in cache."""
     features, w = features.float(), weight.float()  # (n, d), (vocab, d): no-ops in fp32
+    bias, targets = None if bias is None else bias.float(), targets.contiguous()
     grad_x = torch.empty_like(features) if want_grad[0] else None  # (n, d)
     grad_w = grad_b = None  # (vocab, d), (vocab,): the first block's products, then sums
     loss = torch.zeros((), device=features.device)
-    compiled = kernels.applies(features, w, bias) if targets.is_contiguous() else None
     for start in range(0, features.size(0), chunk_rows):
         x, block_targets = features[start : start + chunk_rows], targets[start : start + chunk_rows]  # (c, d), (c,)
-        if compiled is not None:  # the kernel adds the bias (addmm would first copy it into every row)
-            block_loss, grad = _compiled_block_loss(compiled, gemm.linear(x, w), bias, block_targets,
-                                                    label_smoothing, any(want_grad))
-        else:
-            logits = gemm.linear(x, w, None if bias is None else bias.float())  # (c, vocab)
-            block_loss, grad = _block_loss(logits, block_targets[:, None], label_smoothing, any(want_grad))
+        # the kernel adds the bias (addmm would first copy it into every row)
+        block_loss, grad = _block_loss(gemm.linear(x, w), bias, block_targets, label_smoothing, any(want_grad))
         loss += block_loss
         if grad is None:
             continue
@@ -142,8 +119,8 @@ def _bf16_forward(features, weight, bias, targets, label_smoothing, chunk_rows, 
     (a cost paid per shape), so every block
     has ``chunk_rows`` rows (the features are padded with zero rows) and the two gradient products run
     once, after the loop, over all blocks' gradients (kept in bf16, 0 on the padding rows): their shapes
-    change only with the number of blocks. The logits come back as bf16 and are added to the float32 bias
-    (a bf16 tensor plus a float32 one is float32), so the softmax is taken in float32. The gradients of
+    change only with the number of blocks. The logits come back as bf16 and are widened to float32 before the
+    kernel adds the float32 bias, so the softmax is taken in float32. The gradients of
     features and weight are rounded to bf16 once, as autocast's own products' are."""
     n, d = features.shape
     vocab = weight.size(0)
@@ -152,7 +129,7 @@ def _bf16_forward(features, weight, bias, targets, label_smoothing, chunk_rows, 
     x[:n] = features
     x[n:] = 0.0
     w = weight.to(torch.bfloat16)  # (vocab, d)
-    bias32 = None if bias is None else bias.float()
+    bias32, targets = None if bias is None else bias.float(), targets.contiguous()
     gradients = None
     if want_grad[0] or want_grad[1]:  # (padded, vocab) bf16: the logits' gradient of every row
         gradients = x.new_empty((padded, vocab))
@@ -162,8 +139,9 @@ def _bf16_forward(features, weight, bias, targets, label_smoothing, chunk_rows, 
     for start in range(0, n, chunk_rows):
         rows = min(chunk_rows, n - start)
         product = torch.mm(x[start : start + chunk_rows], w.t())  # (chunk_rows, vocab) bf16
-        logits = (product.float() if bias32 is None else torch.add(bias32, product))[:rows]  # float32
-        block_loss, grad = _block_loss(logits, targets[start : start + rows, None], label_smoothing, any(want_grad))
+        logits = product[:rows].float()  # the kernel adds the float32 bias
+        block_loss, grad = _block_loss(logits, bias32, targets[start : start + rows], label_smoothing,
+                                       any(want_grad))
         loss += block_loss
         if grad is None:
             continue

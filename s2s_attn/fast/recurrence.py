@@ -4,8 +4,8 @@
 encoder's bidirectional GRU layer (as ``nn.GRU`` over packed sequences computes it) and the Luong decoder's GRU
 without input feeding. Both compute every weight gradient once after the loop, as one large product over all
 steps. In float32 on the CPU the element-wise work of each step (the GRU cell, the additive attention and its
-context; forward and backward) runs in compiled kernels (`s2s_attn.fast.kernels`) when they are available, and
-the Python code beside each call is what they compute; `GRULayer`'s whole loop then runs in C++
+context; forward and backward) runs in the compiled kernels (`s2s_attn.fast.kernels`), which these loops need:
+where they cannot be built the reference model's loops run instead. In float32 `GRULayer`'s whole loop runs in C++
 (``gru_layer_forward`` / ``gru_layer_backward``, the encoder's two directions side by side on the two threads), and
 without gradients (decoding's encoder) its forward loop alone (``gru_layer_inference``).
 
@@ -13,7 +13,8 @@ The decoder's loop
 ------------------
 
 `BahdanauDecoder.features` runs this instead of its step-by-step loop when it applies
-(`fused_recurrence_applies`: one GRU layer, additive attention, no autocast or bf16 autocast). The function
+(`fused_recurrence_applies`: one GRU layer, additive attention, float32 without autocast or under bf16 autocast,
+the kernels built). The function
 computes the same thing as the loop, with the products grouped differently:
 
 * forward, per step: one product for the previous state's two uses, ``[W_hh; W_q] s_{t-1}`` (the GRU's
@@ -27,6 +28,7 @@ computes the same thing as the loop, with the products grouped differently:
 
 Under bf16 autocast both functions keep their state and element-wise work in float32 and give the products
 bf16 operands (``low``), as autocast does for the step-by-step loops: on a CPU with AMX bf16 products beat float32.
+There `GRULayer`'s loop is Python around the same kernels (the C++ loops multiply in float32).
 
 Shapes: batch B, target steps T, source positions S, hidden H, encoder size C, attention size A, gates G = 3H.
 """
@@ -36,7 +38,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..model.attention import BahdanauAttention, LuongConcatAttention, masked_softmax
+from ..model.attention import BahdanauAttention, LuongConcatAttention
 from ..model.decoder import BahdanauDecoder, LuongDecoder
 from ..model.encoder import GRUEncoder
 from . import gemm, kernels, torch_private
@@ -92,8 +94,12 @@ def _low_precision(device_type: str) -> torch.dtype | None:
     return torch.bfloat16
 
 
-def _autocast_supported(device_type: str) -> bool:
-    return not torch.is_autocast_enabled(device_type) or torch.get_autocast_dtype(device_type) == torch.bfloat16
+def _float32_with_kernels(x: Tensor) -> bool:
+    """Whether the fused loops run on x: float32 on the CPU (the reference runs on CUDA: no gain was measured
+    there), without autocast or under bf16 autocast, and the compiled kernels built."""
+    if kernels.applies(x) is None:  # float32 on the CPU, kernels built
+        return False
+    return not torch.is_autocast_enabled("cpu") or torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
 class AdditiveRecurrence(torch.autograd.Function):
@@ -140,37 +146,20 @@ class AdditiveRecurrence(torch.autograd.Function):
         rz = h0.new_empty((steps, batch, 2 * size))  # reset and update gates
         candidates = h0.new_empty((steps, batch, size))  # n_t
         hidden_n = h0.new_empty((steps, batch, size))  # (W_hh s_{t-1} + b_hh)'s n part
-        cells = kernels.applies(h0, keys_proj, values, energy_weight)  # compiled element-wise work, or None
-        if cells is not None:
-            keys_proj, values, mask = keys_proj.contiguous(), values.contiguous(), mask.contiguous()
+        cells = kernels.ops()  # the element-wise work (`fused_recurrence_applies` checked that they were built)
+        keys_proj, values, mask = keys_proj.contiguous(), values.contiguous(), mask.contiguous()
         h = h0
         hq_product, ctx_product = _PackedProduct(hq_weight, batch, low), _PackedProduct(ctx_weight, batch, low)
         for t in range(steps):
             hq = hq_product(h, hq_bias)  # (B, G + A)
             gh, query = hq[:, :gates], hq[:, gates:]
-            if cells is not None:  # the energies, softmax and exact zeros below, in one pass
-                cells.additive_attention_forward(query, keys_proj, energy_weight, mask, energies[t], weights[t])
-                weight = weights[t]
-            else:
-                energy = torch.add(query.unsqueeze(1), keys_proj, out=energies[t]).tanh_()  # (B, S, A)
-                weight = masked_softmax(torch.matmul(energy, energy_weight), mask)  # (B, S), exactly 0 on padding
-                weights[t] = weight
-            if cells is not None:  # the bmm below, at memory speed
-                cells.attention_context(weight, values, contexts[t])
-                context = contexts[t]
-            else:
-                context = torch.bmm(weight.unsqueeze(1), values, out=contexts[t].unsqueeze(1)).squeeze(1)  # (B, C)
-            gi = ctx_product(context, emb_gates[:, t])  # (B, G)
-            if cells is not None:  # the GRU update below, in one pass
-                cells.gru_forward(gi, gh, h, rz[t], candidates[t], states[t + 1], hidden_n[t], None)
-                h = states[t + 1]
-                continue
-            torch.sigmoid(gi[:, : 2 * size].add_(gh[:, : 2 * size]), out=rz[t])
-            r, z = rz[t, :, :size], rz[t, :, size:]
-            hidden_n[t] = gh[:, 2 * size :]
-            n = torch.tanh(gi[:, 2 * size :].addcmul_(r, hidden_n[t]), out=candidates[t])
-            h = torch.addcmul(n, z, h - n, out=states[t + 1])  # (1 - z) * n + z * h
-        ctx.cells = cells
+            # e_tj = v . tanh(W_q s + b_q + W_k k_j), a_t = masked softmax(e_t): exactly 0 on padding
+            cells.additive_attention_forward(query, keys_proj, energy_weight, mask, energies[t], weights[t])
+            cells.attention_context(weights[t], values, contexts[t])  # c_t = sum_j a_tj v_j
+            gi = ctx_product(contexts[t], emb_gates[:, t])  # (B, G)
+            # r, z = sigmoid(gi + gh)[r, z], n = tanh(gi_n + r * gh_n), s_t = (1 - z) * n + z * s_{t-1}
+            cells.gru_forward(gi, gh, h, rz[t], candidates[t], states[t + 1], hidden_n[t], None)
+            h = states[t + 1]
         ctx.save_for_backward(emb, states, energies, weights, contexts, rz, candidates, hidden_n, values,
                               ih_weight, hq_weight, energy_weight)
         tops = states[1:].transpose(0, 1).contiguous()
@@ -199,29 +188,16 @@ class AdditiveRecurrence(torch.autograd.Function):
         d_scores_all = weights.new_empty(weights.shape)  # (T, B, S)
         d_keys = torch.zeros_like(energies[0])  # (B, S, A)
         dh = states.new_zeros((batch, size))
-        cells = ctx.cells
-        if cells is not None:  # the kernels take unit column strides (autograd may hand over expanded tensors)
-            d_tops, d_contexts, d_attention = (None if g is None else g.contiguous()
-                                               for g in (d_tops, d_contexts, d_attention))
-            carry = torch.empty_like(dh)
-            d_weight_buffer = weights.new_empty(weights.shape[1:])  # (B, S)
+        cells = kernels.ops()
+        # the kernels take unit column strides (autograd may hand over expanded tensors)
+        d_tops, d_contexts, d_attention = (None if g is None else g.contiguous()
+                                           for g in (d_tops, d_contexts, d_attention))
+        carry = torch.empty_like(dh)
+        d_weight = weights.new_empty(weights.shape[1:])  # (B, S)
         for t in reversed(range(steps)):
-            if cells is not None:  # the GRU's backward below in one pass, carry = dh * z
-                cells.gru_backward(dh, None if d_tops is None else d_tops[:, t], rz[t], candidates[t], states[t],
-                                   hidden_n[t], None, d_gi[t], d_hq[t, :, :gates], carry)
-            else:
-                if d_tops is not None:
-                    dh = dh + d_tops[:, t]
-                r, z = rz[t, :, :size], rz[t, :, size:]
-                n = candidates[t]
-                # s_t = n + z * (s_{t-1} - n), n = tanh(gi_n + r * gh_n), r = sigmoid(gi_r + gh_r), z likewise
-                d_n = (dh - dh * z).mul_(1.0 - n * n)  # through tanh
-                d_r = d_n * hidden_n[t] * r * (1.0 - r)
-                d_z = dh * (states[t] - n) * z * (1.0 - z)
-                d_gi[t, :, :size], d_gi[t, :, size : 2 * size], d_gi[t, :, 2 * size :] = d_r, d_z, d_n
-                d_hq[t, :, : 2 * size] = d_gi[t, :, : 2 * size]
-                torch.mul(d_n, r, out=d_hq[t, :, 2 * size : gates])
-                carry = dh * z
+            # the GRU's backward: d_gi, the gates' part of d_hq, and carry = dh * z (what reaches s_{t-1} directly)
+            cells.gru_backward(dh, None if d_tops is None else d_tops[:, t], rz[t], candidates[t], states[t],
+                               hidden_n[t], None, d_gi[t], d_hq[t, :, :gates], carry)
             # the context c_t = sum_j a_tj v_j entered the input gates
             if low is None:
                 d_context = gemm.matmul(d_gi[t], ctx_weight, out=d_context_all[t])  # (B, C)
@@ -229,25 +205,12 @@ class AdditiveRecurrence(torch.autograd.Function):
                 d_context = d_context_all[t].copy_(torch.mm(d_gi[t].to(low), ctx_weight))
             if d_contexts is not None:
                 d_context.add_(d_contexts[:, t])
-            if cells is not None:  # the bmm and addition below in one pass
-                d_weight = d_weight_buffer
-                cells.attention_context_backward(values, d_context, None if d_attention is None else d_attention[:, t],
-                                                 d_weight)
-            else:
-                d_weight = torch.bmm(values, d_context.unsqueeze(2)).squeeze(2)  # (B, S)
-                if d_attention is not None:
-                    d_weight = d_weight + d_attention[:, t]
-            if cells is not None:  # the attention's backward below, in one pass
-                cells.additive_attention_backward(d_weight, weights[t], energies[t], energy_weight, d_keys,
-                                                  d_hq[t, :, gates:], d_scores_all[t])
-            else:
-                weight = weights[t]
-                d_scores = torch.mul(weight, d_weight - (weight * d_weight).sum(-1, keepdim=True),
-                                     out=d_scores_all[t])
-                energy = energies[t]
-                d_energy = (1.0 - energy * energy).mul_(d_scores.unsqueeze(2)).mul_(energy_weight)  # (B, S, A)
-                d_keys.add_(d_energy)
-                torch.sum(d_energy, dim=1, out=d_hq[t, :, gates:])  # the query's
+            # d a_tj = v_j . d c_t (+ the attention's own gradient)
+            cells.attention_context_backward(values, d_context, None if d_attention is None else d_attention[:, t],
+                                             d_weight)
+            # through the softmax and tanh: the scores' gradient, added into d_keys, and the query's
+            cells.additive_attention_backward(d_weight, weights[t], energies[t], energy_weight, d_keys,
+                                              d_hq[t, :, gates:], d_scores_all[t])
             dh = _product(carry, d_hq[t], hq_weight, low)  # d s_{t-1}: through z's term and through W_hh, W_q
         rows = steps * batch
         flat_d_hq = d_hq.view(rows, -1)
@@ -279,15 +242,12 @@ class AdditiveRecurrence(torch.autograd.Function):
 
 def fused_recurrence_applies(decoder, emb: Tensor) -> bool:
     """Whether `additive_recurrence` can stand in for the Bahdanau decoder's step loop over these embeddings: on the
-    CPU, one GRU layer, additive attention (``bahdanau`` or ``luong_concat``), fp32 or fp64 without autocast, or
-    bf16 autocast (an fp16 run keeps the loop)."""
-    device_type = emb.device.type
-    plain = emb.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(device_type)
+    CPU with the compiled kernels, one GRU layer, additive attention (``bahdanau`` or ``luong_concat``), float32
+    without autocast or under bf16 autocast (anything else keeps the loop)."""
     # exact classes: a subclass may compute something else (its own score), so it runs the step loop
     return (type(decoder) is BahdanauDecoder
-            and device_type == "cpu"  # the reference runs on CUDA: no gain was measured there
             and decoder.num_layers == 1 and type(decoder.attention) in ADDITIVE_ATTENTIONS
-            and (plain or (torch.is_autocast_enabled(device_type) and _autocast_supported(device_type))))
+            and _float32_with_kernels(emb))
 
 
 def additive_recurrence(decoder, emb: Tensor, h0: Tensor, keys_proj: Tensor, values: Tensor,
@@ -301,11 +261,6 @@ def additive_recurrence(decoder, emb: Tensor, h0: Tensor, keys_proj: Tensor, val
     hq_bias = torch.cat([cell.bias_hh, query_bias])
     return AdditiveRecurrence.apply(emb, h0, keys_proj, values, mask, cell.weight_ih, cell.bias_ih, hq_weight, hq_bias,
                                     attention.energy_layer.weight.view(-1), _low_precision(emb.device.type))
-
-
-#: whether `GRULayer` runs its loops in C++ where the kernels apply (False: the Python loops over the same kernels and
-#: products; tests compare the two)
-COMPILED_LAYER_LOOP = True
 
 
 class GRULayer(torch.autograd.Function):
@@ -349,9 +304,8 @@ class GRULayer(torch.autograd.Function):
         states[0] = 0.0 if h0 is None else h0
         rz = input_gates.new_empty((steps, directions, batch, 2 * size))
         candidates = input_gates.new_empty((steps, directions, batch, size))
-        cells = kernels.applies(input_gates, hh_weight, hh_bias)  # compiled element-wise work, or None
-        ctx.cells, ctx.compiled_loop = cells, COMPILED_LAYER_LOOP and cells is not None and low is None
-        if ctx.compiled_loop:  # the loop of `_forward_steps` in C++ (`gru_layer_forward`), no Python between steps
+        cells = kernels.ops()  # (`fused_gru_applies` checked that they were built)
+        if low is None:  # the whole loop in C++ (`gru_layer_forward`), no Python between steps
             hidden_n = input_gates.new_empty((steps, directions, batch, size))  # (W_hh h + b_hh)'s n part
             # oneDNN for both loops' products, (B, H) x (H, G) forward and (B, G) x (G, H) backward, if it takes both
             ctx.onednn = (gemm.onednn_takes(states[0, 0], hh_weight[0])
@@ -360,50 +314,27 @@ class GRULayer(torch.autograd.Function):
                                     None if step_mask is None else step_mask.contiguous(), states, rz, candidates,
                                     hidden_n, ctx.onednn)
         else:
-            hidden_n = GRULayer._forward_steps(input_gates, hh_weight, hh_bias, step_mask, states, rz, candidates,
-                                               cells, low)
+            hidden_n = GRULayer._bf16_forward_steps(input_gates, hh_weight, hh_bias, step_mask, states, rz,
+                                                    candidates, cells, low)
         ctx.save_for_backward(states, rz, candidates, hidden_n, hh_weight, step_mask)
         outputs = states[1:].clone() if step_mask is None else states[1:] * step_mask  # 0 where the mask is False
         return outputs, states[-1].clone()
 
     @staticmethod
-    def _forward_steps(input_gates, hh_weight, hh_bias, step_mask, states, rz, candidates, cells, low) -> Tensor:
-        """The forward loop: writes states[1:], rz and candidates -> hidden_n (S, D, B, H), the n part of
-        W_hh h + b_hh."""
+    def _bf16_forward_steps(input_gates, hh_weight, hh_bias, step_mask, states, rz, candidates, cells, low) -> Tensor:
+        """`gru_layer_forward`'s loop with bf16 products: writes states[1:], rz and candidates -> hidden_n
+        (S, D, B, H), the n part of W_hh h + b_hh."""
         steps, directions, batch, gates = input_gates.shape
         size = gates // 3
         hidden_gates = input_gates.new_empty((steps, directions, batch, gates))  # W_hh h + b_hh
-        weight_t, bias = hh_weight.transpose(1, 2), hh_bias.unsqueeze(1)  # (D, H, G), (D, 1, G)
+        weight_t, bias = hh_weight.transpose(1, 2), hh_bias.unsqueeze(1)  # (D, H, G) bf16, (D, 1, G)
         rows = directions * batch  # the kernels see all directions' rows as one (D B, ...) matrix
-        # one direction (the Luong decoder): a plain product, with the weight packed once in float32
-        packed = _PackedProduct(hh_weight[0], batch, low) if directions == 1 else None
-        per_direction = low is None and gemm.backend() == "onednn"  # oneDNN has no batched product here
         for t in range(steps):
-            h, gi = states[t], input_gates[t]
-            if packed is not None:
-                gh = hidden_gates[t]
-                gh[0] = packed(h[0], hh_bias[0])  # (1, B, G)
-            elif per_direction:  # oneDNN: one product per direction
-                gh = hidden_gates[t]
-                for d in range(directions):
-                    gemm.linear(h[d], hh_weight[d], hh_bias[d], out=gh[d])  # (B, G)
-            elif low is None:
-                gh = torch.baddbmm(bias, h, weight_t, out=hidden_gates[t])  # (D, B, G)
-            else:
-                gh = torch.add(bias, torch.bmm(h.to(low), weight_t), out=hidden_gates[t])
-            if cells is not None:  # the update below, in one pass
-                cells.gru_forward(gi.view(rows, gates), gh.view(rows, gates), h.view(rows, size),
-                                  rz[t].view(rows, -1), candidates[t].view(rows, size),
-                                  states[t + 1].view(rows, size), None,
-                                  None if step_mask is None else step_mask[t].view(rows))
-                continue
-            torch.add(gi[..., : 2 * size], gh[..., : 2 * size], out=rz[t]).sigmoid_()
-            r, z = rz[t, ..., :size], rz[t, ..., size:]
-            n = torch.tanh(torch.addcmul(gi[..., 2 * size :], r, gh[..., 2 * size :]), out=candidates[t])
-            if step_mask is None:
-                torch.addcmul(n, z, h - n, out=states[t + 1])  # (1 - z) * n + z * h
-            else:  # past a sentence's end (or before its start) the state stays
-                torch.where(step_mask[t], torch.addcmul(n, z, h - n), h, out=states[t + 1])
+            h = states[t]
+            gh = torch.add(bias, torch.bmm(h.to(low), weight_t), out=hidden_gates[t])  # (D, B, G)
+            cells.gru_forward(input_gates[t].view(rows, gates), gh.view(rows, gates), h.view(rows, size),
+                              rz[t].view(rows, -1), candidates[t].view(rows, size), states[t + 1].view(rows, size),
+                              None, None if step_mask is None else step_mask[t].view(rows))
         return hidden_gates[..., 2 * size :]
 
     @staticmethod
@@ -422,16 +353,16 @@ class GRULayer(torch.autograd.Function):
         d_gi = previous.new_empty((steps, directions, batch, gates))
         d_gh = previous.new_empty((steps, directions, batch, gates))
         dh = d_final.clone() if d_final is not None else previous.new_zeros((directions, batch, size))
-        cells = ctx.cells
-        if cells is not None:  # the kernels take unit column strides (autograd may hand over expanded tensors)
-            d_outputs = None if d_outputs is None else d_outputs.contiguous()
-        if ctx.compiled_loop:  # `_backward_steps` in C++ (`gru_layer_backward`), dh becoming the initial states'
+        cells = kernels.ops()
+        # the kernels take unit column strides (autograd may hand over expanded tensors)
+        d_outputs = None if d_outputs is None else d_outputs.contiguous()
+        if low is None:  # the whole loop in C++ (`gru_layer_backward`), dh becoming the initial states'
             cells.gru_layer_backward(previous, rz, candidates, hidden_n, hh_weight.contiguous(),
                                      None if step_mask is None else step_mask.contiguous(), d_outputs, dh, d_gi, d_gh,
                                      ctx.onednn)
         else:
-            dh = GRULayer._backward_steps(previous, rz, candidates, hidden_n, hh_weight, step_mask, d_outputs, dh, d_gi,
-                                          d_gh, cells, low)
+            dh = GRULayer._bf16_backward_steps(previous, rz, candidates, hidden_n, hh_weight, step_mask, d_outputs, dh,
+                                               d_gi, d_gh, cells, low)
         rows = steps * batch
         d_weight = d_bias = None
         if ctx.needs_input_grad[1]:  # (D, G, rows) x (D, rows, H)
@@ -444,54 +375,32 @@ class GRULayer(torch.autograd.Function):
         return d_gi, d_weight, d_bias, None, d_h0
 
     @staticmethod
-    def _backward_steps(previous, rz, candidates, hidden_n, hh_weight, step_mask, d_outputs, dh, d_gi, d_gh, cells,
-                        low) -> Tensor:
-        """The backward loop, last step first: writes d_gi and d_gh -> the initial states' gradient (D, B, H), from
-        dh (D, B, H), the final states'."""
+    def _bf16_backward_steps(previous, rz, candidates, hidden_n, hh_weight, step_mask, d_outputs, dh, d_gi, d_gh, cells,
+                             low) -> Tensor:
+        """`gru_layer_backward`'s loop with bf16 products, last step first: writes d_gi and d_gh -> the initial
+        states' gradient (D, B, H), from dh (D, B, H), the final states'."""
         steps, directions, batch, size = previous.shape
         gates, rows = 3 * size, directions * batch
-        per_direction = low is None and gemm.backend() == "onednn"
-        carry = torch.empty_like(dh) if cells is not None else None
+        carry = torch.empty_like(dh)
         for t in range(steps - 1, -1, -1):
-            if cells is not None:  # the step's backward below up to the product, in one pass
-                cells.gru_backward(dh.view(rows, size), None if d_outputs is None else d_outputs[t].view(rows, size),
-                                   rz[t].view(rows, -1), candidates[t].view(rows, size), previous[t].view(rows, size),
-                                   hidden_n[t].view(rows, size), None if step_mask is None else step_mask[t].view(rows),
-                                   d_gi[t].view(rows, gates), d_gh[t].view(rows, gates), carry.view(rows, size))
-            else:
-                d_new = dh if d_outputs is None else dh + d_outputs[t]  # the step's new state: output and carried on
-                if step_mask is not None:
-                    d_new = torch.where(step_mask[t], d_new, 0.0)
-                    dh = torch.where(step_mask[t], 0.0, dh)  # past the end the carried state is the previous one
-                r, z = rz[t, ..., :size], rz[t, ..., size:]
-                n = candidates[t]
-                d_n = (d_new - d_new * z).mul_(1.0 - n * n)  # through tanh: the gradient of gi_n
-                d_gi[t, ..., size : 2 * size] = d_new * (previous[t] - n) * z * (1.0 - z)
-                d_gi[t, ..., :size] = d_n * hidden_n[t] * r * (1.0 - r)
-                d_gi[t, ..., 2 * size :] = d_n
-                d_gh[t, ..., : 2 * size] = d_gi[t, ..., : 2 * size]
-                torch.mul(d_n, r, out=d_gh[t, ..., 2 * size :])
-                carry = d_new * z if step_mask is None else dh.addcmul_(d_new, z)
-            if per_direction:  # oneDNN: one product per direction
-                dh = torch.stack([gemm.matmul(d_gh[t, d], hh_weight[d]).add_(carry[d]) for d in range(directions)])
-            elif low is None:
-                dh = torch.baddbmm(carry, d_gh[t], hh_weight)  # (D, B, H)
-            else:
-                dh = carry + torch.bmm(d_gh[t].to(low), hh_weight)
+            cells.gru_backward(dh.view(rows, size), None if d_outputs is None else d_outputs[t].view(rows, size),
+                               rz[t].view(rows, -1), candidates[t].view(rows, size), previous[t].view(rows, size),
+                               hidden_n[t].view(rows, size), None if step_mask is None else step_mask[t].view(rows),
+                               d_gi[t].view(rows, gates), d_gh[t].view(rows, gates), carry.view(rows, size))
+            dh = carry + torch.bmm(d_gh[t].to(low), hh_weight)
         return dh
 
 
 def fused_gru_applies(rnn: torch.nn.GRU, x: Tensor) -> bool:
     """Whether `GRULayer` (`bidirectional_gru`, `unidirectional_gru`) stands in for ``rnn``: one layer with biases,
-    on the CPU, fp32 or fp64 without autocast or bf16 autocast, and gradients on; or, without gradients
-    (decoding, validation), float32 without autocast where the compiled kernels run (`_inference_layer`). Without
-    gradients and kernels nn.GRU's loop in C++ is faster than the Python loop. On a GPU nn.GRU is cuDNN's fused
+    on the CPU with the compiled kernels, float32 without autocast or (with gradients) under bf16 autocast; without
+    gradients (decoding, validation) float32 without autocast (`_inference_layer`). On a GPU nn.GRU is cuDNN's fused
     recurrence, which a loop of per-step kernel launches would not beat."""
-    if not (type(rnn) is torch.nn.GRU and rnn.num_layers == 1 and rnn.bias and x.device.type == "cpu"):
+    if not (type(rnn) is torch.nn.GRU and rnn.num_layers == 1 and rnn.bias):
         return False
     if not torch.is_grad_enabled():
         return _inference_layer(x) is not None
-    return x.dtype in (torch.float32, torch.float64) and _autocast_supported(x.device.type)
+    return _float32_with_kernels(x)
 
 
 def _inference_layer(x: Tensor):

@@ -86,22 +86,22 @@ def bahdanau_tables(decoder: BahdanauDecoder) -> BahdanauTables:
 
 def fast_path_applies(model) -> bool:
     """Whether `AdditiveBahdanauStepper` can stand in for `GenericStepper` here: a one-layer `BahdanauDecoder` with
-    additive attention (these classes exactly: a subclass computes its own step) on the CPU, in eval mode under
-    ``torch.inference_mode``."""
+    additive attention (these classes exactly: a subclass computes its own step), float32 on the CPU with the
+    compiled kernels, in eval mode under ``torch.inference_mode``."""
     decoder = model.decoder
     return (type(decoder) is BahdanauDecoder and type(decoder.attention) in ADDITIVE_ATTENTIONS
-            and decoder.output.weight.device.type == "cpu" and decoder.num_layers == 1 and not decoder.training
+            and kernels.applies(decoder.output.weight) is not None and decoder.num_layers == 1 and not decoder.training
             and torch.is_inference_mode_enabled() and decoder.output.bias is not None
             and decoder.pre_output.bias is not None)
 
 
 def luong_path_applies(model) -> bool:
-    """Whether `LuongStepper` can stand in for `GenericStepper` here: a one-layer `LuongDecoder` with biases on the
-    CPU, in eval mode under ``torch.inference_mode``, whose attention's context is its weights times the values (the
-    base ``Attention.forward``: every attention but multi-head)."""
+    """Whether `LuongStepper` can stand in for `GenericStepper` here: a one-layer `LuongDecoder` with biases, float32
+    on the CPU with the compiled kernels, in eval mode under ``torch.inference_mode``, whose attention's context is its
+    weights times the values (the base ``Attention.forward``: every attention but multi-head)."""
     decoder = model.decoder
     return (type(decoder) is LuongDecoder and type(decoder.attention).forward is Attention.forward
-            and decoder.output.weight.device.type == "cpu" and decoder.num_layers == 1 and decoder.rnn.bias
+            and kernels.applies(decoder.output.weight) is not None and decoder.num_layers == 1 and decoder.rnn.bias
             and not decoder.training and torch.is_inference_mode_enabled() and decoder.output.bias is not None)
 
 
@@ -183,27 +183,21 @@ class AdditiveBahdanauStepper(SentenceStepper):
         tables = self.tables
         hidden, hq = state  # (1, rows, H), and W_hh s + b_hh, W_q s + b_q (rows, 3H + A) from the last step
         h = hidden[0]
-        n, src_len, attn = self.keys_proj.shape
+        n, src_len, _ = self.keys_proj.shape
         rows = h.size(0)
         gh, query = hq[:, : tables.gates], hq[:, tables.gates :]
-        compiled = kernels.applies(query, self.keys_proj)
-        if compiled is not None:  # the same function in one pass per row, the (n, width, S, A) energies not kept
-            weights = query.new_empty((n, width, src_len))
-            compiled.beam_additive_attention(query, self.keys_proj, tables.energy, self.mask, width,
-                                             weights.view(rows, src_len))
-        else:
-            energy = torch.tanh(query.view(n, width, 1, attn) + self.keys_proj.unsqueeze(1))  # (n, width, S, A)
-            weights = masked_softmax(torch.matmul(energy, tables.energy), self.mask)  # (n, width, S)
-        if compiled is not None and self.project_values:  # the embedding's parts + sum_j a_tj P_j in one pass
+        compiled = kernels.ops()
+        # v . tanh(W_q s + b_q + W_k k_j), masked softmax, in one pass per row: the (n, width, S, A) energies not kept
+        weights = query.new_empty((n, width, src_len))
+        compiled.beam_additive_attention(query, self.keys_proj, tables.energy, self.mask, width,
+                                         weights.view(rows, src_len))
+        if self.project_values:  # the embedding's parts + sum_j a_tj P_j in one pass
             inputs = query.new_empty((rows, tables.emb_all.size(1)))  # (rows, 3H + O)
             compiled.beam_mix(weights.view(rows, src_len), self.values, width, tables.emb_all, prev, inputs)
             gi, pre = inputs[:, : tables.gates], inputs[:, tables.gates :]
         else:
-            if self.project_values:
-                mixed = torch.bmm(weights, self.values).view(rows, -1)  # (rows, 3H + O)
-            else:
-                context = torch.bmm(weights, self.values).view(rows, -1)  # (rows, ctx)
-                mixed = gemm.table_product(context, tables.ctx_weight_t)
+            context = torch.bmm(weights, self.values).view(rows, -1)  # (rows, ctx)
+            mixed = gemm.table_product(context, tables.ctx_weight_t)
             gi = tables.emb_gates.index_select(0, prev).add_(mixed[:, : tables.gates])  # (rows, 3H)
             pre = tables.emb_pre.index_select(0, prev).add_(mixed[:, tables.gates :])  # (rows, O)
         h = gru_update(gi, gh, h)
@@ -224,18 +218,11 @@ class AdditiveBahdanauStepper(SentenceStepper):
 
 def gru_update(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
     """One GRU cell update from its input gates gi = W_ih x + b_ih and hidden gates gh = W_hh h + b_hh (rows, 3H),
-    as ``nn.GRU`` computes it (gate order r, z, n); gi may be overwritten. With the compiled kernels (float32 on the
-    CPU) in one pass (`gru_step`, with decoding's rational tanh and sigmoid: a few 1e-7 from ``nn.GRU``'s)."""
-    compiled = kernels.applies(gi, gh, h)
-    if compiled is not None:
-        h_new = torch.empty_like(h)
-        compiled.gru_step(gi, gh, h, h_new)
-        return h_new
-    size = h.size(1)
-    rz = torch.sigmoid(gi[:, : 2 * size].add_(gh[:, : 2 * size]))
-    r, z = rz[:, :size], rz[:, size:]
-    candidate = torch.tanh(gi[:, 2 * size :].addcmul_(r, gh[:, 2 * size :]))
-    return torch.addcmul(candidate, z, h - candidate)  # = (1 - z) * n + z * h
+    as ``nn.GRU`` computes it (gate order r, z, n), in one compiled pass (`gru_step`, float32 on the CPU, with
+    decoding's rational tanh and sigmoid: a few 1e-7 from ``nn.GRU``'s)."""
+    h_new = torch.empty_like(h)
+    kernels.ops().gru_step(gi, gh, h, h_new)  # r, z = sigmoid(gi + gh)[r, z]; n = tanh(gi_n + r gh_n); (1-z) n + z h
+    return h_new
 
 
 class LuongTables:

@@ -73,7 +73,7 @@ def test_block_log_probs_gives_log_softmax_and_its_block_maxima(kernel_path, voc
     logits = torch.randn(9, vocab) * 5
     expected = torch.log_softmax(logits.double(), dim=-1)
     values, block_best, lse = block_log_probs(logits.clone(), size)
-    assert (lse is None) == (kernel_path == "python")
+    assert (lse is None) == (kernel_path == "general")
     log_probs = values if lse is None else values - lse.unsqueeze(1)
     # float32 rounding at the scale of the log-sum-exp, which is about the row's largest logit (~20 here, where one
     # ulp is 1.9e-6): x - lse, in the kernel and in ATen's log_softmax alike, is good to a few of its ulps
@@ -164,7 +164,7 @@ def test_decodings_tanh_is_within_a_few_float32_rounding_errors_everywhere():
     torch.testing.assert_close(state[: rows // 2], -state[rows // 2 :], rtol=0, atol=0)
 
 
-def test_the_gru_update_is_nn_grus_cell_on_both_paths(kernel_path):
+def test_the_gru_update_is_nn_grus_cell(compiled):
     torch.manual_seed(4)
     cell = torch.nn.GRUCell(6, 20)
     x, h = torch.randn(7, 6), torch.randn(7, 20)
@@ -203,7 +203,7 @@ def assert_steps_agree(fast, plain, state_fast, state_plain, width: int) -> None
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong_concat"])
 @pytest.mark.parametrize("project_values", [False, True])
-def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, kernel_path, attention, project_values):
+def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, compiled, attention, project_values):
     model = make_tiny_model(attention=attention)
     batch = make_batch(THREE_SOURCES, None, [0, 1, 2])
     width = 3
@@ -221,7 +221,7 @@ def test_the_bahdanau_tables_step_equals_the_decoder_step(make_tiny_model, kerne
 @pytest.mark.parametrize("attention", ["luong_general", "luong_dot", "scaled_dot", "luong_concat"])
 @pytest.mark.parametrize("input_feeding", [False, True])
 @pytest.mark.parametrize("project_values", [False, True])
-def test_the_luong_tables_step_equals_the_decoder_step(make_tiny_model, kernel_path, attention, input_feeding,
+def test_the_luong_tables_step_equals_the_decoder_step(make_tiny_model, compiled, attention, input_feeding,
                                                       project_values):
     model = make_tiny_model(decoder="luong", attention=attention, input_feeding=input_feeding)
     batch = make_batch(THREE_SOURCES, None, [0, 1, 2])

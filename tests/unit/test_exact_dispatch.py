@@ -47,7 +47,7 @@ def teacher_forced(model, fused: bool):
     return loss, attention
 
 
-def test_no_fast_path_claims_a_subclass(parent_and_subclass):
+def test_no_fast_path_claims_a_subclass(parent_and_subclass, compiled):
     parent, subclass = parent_and_subclass
     emb = torch.zeros(2, 3, parent.config.emb_size)
     assert fused_recurrence_applies(parent.decoder, emb)
@@ -56,7 +56,7 @@ def test_no_fast_path_claims_a_subclass(parent_and_subclass):
         assert fast_path_applies(parent) and not fast_path_applies(subclass)
 
 
-def test_a_subclass_that_changes_the_score_changes_the_training_loss(parent_and_subclass, kernel_path):
+def test_a_subclass_that_changes_the_score_changes_the_training_loss(parent_and_subclass):
     parent, subclass = parent_and_subclass
     parent_loss, parent_attention = teacher_forced(parent.train(), fused=True)
     loss, attention = teacher_forced(subclass.train(), fused=True)
@@ -67,7 +67,7 @@ def test_a_subclass_that_changes_the_score_changes_the_training_loss(parent_and_
     torch.testing.assert_close(attention, reference_attention)
 
 
-def test_a_subclass_that_changes_the_score_changes_what_decoding_gives(parent_and_subclass, kernel_path):
+def test_a_subclass_that_changes_the_score_changes_what_decoding_gives(parent_and_subclass):
     parent, subclass = parent_and_subclass
     batch = make_batch(SOURCES, None, [0, 1])
     decoded = {}

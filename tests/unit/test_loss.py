@@ -1,8 +1,7 @@
 """The blockwise output layer + cross-entropy (`s2s_attn.fast.loss`) is the plain ``cross_entropy(linear(x, W, b),
 y)``: same value, same gradients, for any block size, with label smoothing, without a bias, and without
-gradients; each of it on
-both paths, the compiled CPU kernel's (`cross_entropy_block`) and the Python one (vocabularies of 50 and 7 are
-not multiples of the vector width: the kernel's row tails run too)."""
+gradients, under bf16 autocast too (a vocabulary of 50 is not a multiple of the vector width: the compiled kernel's
+row tails run too)."""
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ import torch.nn.functional as F
 
 from s2s_attn.fast.loss import blockwise_cross_entropy
 
-pytestmark = pytest.mark.usefixtures("kernel_path")  # every test on both paths (conftest.py)
+pytestmark = pytest.mark.usefixtures("compiled")  # it needs the compiled kernels (conftest.py)
 
 
 def plain(x, weight, bias, y, label_smoothing=0.0):
