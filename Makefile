@@ -1,6 +1,6 @@
 # s2s-attn: two commands on a fresh machine.
 #   make train   create .venv, install, prepare the data, train the default config (eng->fra, 20 min)
-#   make test    same install, lint with ruff, run the test suite
+#   make test    same install (with Chromium for the browser test), lint with ruff, run the test suite
 #   make bench   training and decoding speed (scripts/benchmark.py, under 10 minutes)
 #   make lesson  train two small models and draw the attention of docs/lessons.md's teaching sentences
 # Hydra overrides go on the command line or in ARGS:
@@ -33,6 +33,12 @@ $(STAMP): $(SOURCES) | $(BIN)/python
 	       && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-wqy-microhei >/dev/null 2>&1 \
 	            || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-wqy-microhei >/dev/null 2>&1; }; }; } \
 	  || echo "warning: no CJK font: Chinese/Japanese/Korean tokens in attention plots will show as empty boxes; install one (sudo apt-get install fonts-wqy-microhei) or set S2S_CJK_FONT=/path/to/font.ttf"
+	@# Chromium and its driver for the explorer's browser test (tests/browser): apt when root, else a warning.
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "installing Chromium for the explorer's browser test (apt-get install chromium chromium-driver)" \
+	       && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+	            || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1; }; }; } \
+	  || echo "warning: no Chromium: the explorer's browser test (tests/browser) is skipped; install chromium and chromium-driver"
 	touch $(STAMP)
 
 install: $(STAMP)

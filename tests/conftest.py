@@ -136,3 +136,11 @@ def benchmark_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def explore_runs(tmp_path_factory):
+    """Two tiny toy runs for the explorer's tests, trained once per session (`integration/explore_runs.py`)."""
+    from .integration.explore_runs import train_explore_runs
+
+    return train_explore_runs(tmp_path_factory.mktemp("explore"))
