@@ -80,7 +80,9 @@
     head.appendChild(document.createElement("th"));
     srcTokens.forEach((token) => {
       const th = document.createElement("th");
-      th.textContent = token;
+      const label = document.createElement("span");  // vertical (explorer.css)
+      label.textContent = token;
+      th.appendChild(label);
       th.scope = "col";
       head.appendChild(th);
     });
