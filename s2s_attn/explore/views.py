@@ -112,8 +112,8 @@ class ExplorerRun:
             self.translator = Translator.from_checkpoint(self.run_dir, device=device)
         except CheckpointError as error:
             raise ExplorerError(f"{run_dir} is not a run directory of s2s-train: {error}") from None
-        self.checkpoints = [step for step, _ in step_checkpoints(self.run_dir / "checkpoints")]
-        self._paths = dict(step_checkpoints(self.run_dir / "checkpoints"))
+        self._paths = dict(step_checkpoints(self.run_dir / "checkpoints"))  # step -> step_N.pt
+        self.checkpoints = sorted(self._paths)
         self._loaded: OrderedDict[int, Any] = OrderedDict()
         self.lock = threading.Lock()  # one request at a time per run: a model is not shared between threads
         config = self.translator.config

@@ -8,7 +8,6 @@ matrix. Skipped where Chromium is missing, failed under CI=true (``make test`` i
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import threading
@@ -17,11 +16,11 @@ import pytest
 
 from s2s_attn.cli.align_eval import main as align_eval
 from s2s_attn.cli.explore import main as explore
-from s2s_attn.cli.translate import main as translate
 from s2s_attn.explore.server import Explorer, make_server
 from s2s_attn.explore.views import ExplorerRun, GoldSet
 
 from ..conftest import REPO_ROOT
+from ..integration.explore_runs import assert_same_matrix, translate_attention
 
 SCRIPT = REPO_ROOT / "scripts" / "explorer_screenshot.py"
 
@@ -89,24 +88,11 @@ def heatmap_weights(column) -> list[list[float]]:
     return [[float(td.get_attribute("data-weight")) for td in row.find_elements(By.TAG_NAME, "td")] for row in rows]
 
 
-def attention_of(run_dir, sentence: str, tmp_path, *options: str) -> dict:
-    source, attention = tmp_path / "in.txt", tmp_path / "attention.jsonl"
-    source.write_text(sentence + "\n")
-    assert translate([str(run_dir), "-i", str(source), "-o", str(tmp_path / "out.txt"), "--attention",
-                      str(attention), *options]) == 0
-    return json.loads(attention.read_text().splitlines()[0])
-
-
-def assert_same_matrix(got, want, tolerance=1e-4):
-    assert len(got) == len(want) and all(len(a) == len(b) for a, b in zip(got, want))
-    assert max(abs(x - y) for a, b in zip(got, want) for x, y in zip(a, b)) <= tolerance
-
-
 def test_a_typed_sentence_shows_both_runs_translations_and_heatmaps(page, runs, tmp_path):
     sentence = runs.sentences[0]
     translate_in_page(page, sentence)
     for column, run_dir in zip(columns(page), [runs.bahdanau, runs.multihead]):
-        expected = attention_of(run_dir, sentence, tmp_path)
+        expected = translate_attention(run_dir, sentence, tmp_path)
         assert column.find_element(By.CSS_SELECTOR, ".translation").text == expected["translation"]
         labels = [th.get_attribute("textContent") for th in column.find_elements(By.CSS_SELECTOR, "thead th")][1:]
         assert labels == expected["src_tokens"]
@@ -115,7 +101,7 @@ def test_a_typed_sentence_shows_both_runs_translations_and_heatmaps(page, runs, 
 
 def test_hovering_a_cell_reads_its_weight(page, runs, tmp_path):
     translate_in_page(page, runs.sentences[1])
-    expected = attention_of(runs.bahdanau, runs.sentences[1], tmp_path)
+    expected = translate_attention(runs.bahdanau, runs.sentences[1], tmp_path)
     row, col = len(expected["tgt_tokens"]) - 1, 2  # the last output token's row, the third source token
     cell = columns(page)[0].find_elements(By.CSS_SELECTOR, ".output table.heatmap tbody tr")[row].find_elements(
         By.TAG_NAME, "td")[col]
@@ -143,7 +129,7 @@ def test_the_beam_table_shows_the_hypotheses_and_picking_one_shows_its_attention
     width.send_keys("3")
     translate_in_page(page, runs.sentences[3])
     column = columns(page)[0]
-    expected = attention_of(runs.bahdanau, runs.sentences[3], tmp_path, "--beam", "3")
+    expected = translate_attention(runs.bahdanau, runs.sentences[3], tmp_path, "--beam", "3")
     assert column.find_element(By.CSS_SELECTOR, ".translation").text == expected["translation"]
     assert_same_matrix(heatmap_weights(column), expected["attention"])
     hypotheses = column.find_elements(By.CSS_SELECTOR, "table.beam-steps .hyp")
@@ -165,7 +151,7 @@ def test_the_checkpoint_slider_shows_that_steps_attention(page, runs, tmp_path):
     slider.send_keys(Keys.HOME)  # the oldest step checkpoint
     wait(driver).until(lambda d: columns(d)[0].get_attribute("data-ready"))
     assert columns(driver)[0].find_element(By.CSS_SELECTOR, ".checkpoint-label").text == "step 100"
-    expected = attention_of(runs.bahdanau / "checkpoints" / "step_00000100.pt", sentence, tmp_path)
+    expected = translate_attention(runs.bahdanau / "checkpoints" / "step_00000100.pt", sentence, tmp_path)
     assert_same_matrix(heatmap_weights(columns(driver)[0]), expected["attention"])
     driver.execute_script("delete arguments[0].dataset.ready", columns(driver)[0])
     columns(driver)[0].find_element(By.CSS_SELECTOR, "input.checkpoint-slider").send_keys(Keys.END)
@@ -203,5 +189,5 @@ def test_the_exported_file_opens_without_a_server_and_shows_the_same_matrix(page
                     "--beam", "1"]) == 0
     page.get(out.as_uri())
     wait(page).until(lambda d: all(c.get_attribute("data-ready") for c in columns(d)) and columns(d))
-    expected = attention_of(runs.bahdanau, runs.sentences[5], tmp_path)
+    expected = translate_attention(runs.bahdanau, runs.sentences[5], tmp_path)
     assert_same_matrix(heatmap_weights(columns(page)[0]), expected["attention"])

@@ -1,8 +1,10 @@
 """Two tiny toy runs for the explorer's tests (Bahdanau with several step checkpoints, and multi-head attention),
-and a gold alignment file for the toy's test sentences (the reversal's anti-diagonal)."""
+a gold alignment file for the toy's test sentences (the reversal's anti-diagonal), and what the tests compare the
+page with: s2s-translate's attention."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,3 +48,20 @@ def train_explore_runs(root: Path) -> ExploreRuns:
             for s, t in sorted(toy_alignment(line, "reverse")):
                 f.write(f"{k + 1:04d} {s + 1} {t + 1} S\n")
     return ExploreRuns(root / "bahdanau", root / "multihead", (src, tgt, links), src.read_text().splitlines())
+
+
+def translate_attention(run_dir: Path, sentence: str, tmp_path: Path, *options: str) -> dict:
+    """What ``s2s-translate RUN --attention FILE`` writes for one sentence (its JSON record)."""
+    from s2s_attn.cli.translate import main as translate
+
+    source, attention = tmp_path / "in.txt", tmp_path / "attention.jsonl"
+    source.write_text(sentence + "\n")
+    assert translate([str(run_dir), "-i", str(source), "-o", str(tmp_path / "out.txt"), "--attention",
+                      str(attention), *options]) == 0
+    return json.loads(attention.read_text().splitlines()[0])
+
+
+def assert_same_matrix(got, want, tolerance: float = 1e-4) -> None:
+    """Same shape, and every weight within ``tolerance`` (s2s-translate writes 4 decimals)."""
+    assert len(got) == len(want) and all(len(a) == len(b) for a, b in zip(got, want))
+    assert max(abs(x - y) for a, b in zip(got, want) for x, y in zip(a, b)) <= tolerance

@@ -17,9 +17,10 @@ import pytest
 
 from s2s_attn.cli.align_eval import main as align_eval
 from s2s_attn.cli.explore import main as explore
-from s2s_attn.cli.translate import main as translate
 from s2s_attn.explore.server import Explorer, make_server
 from s2s_attn.explore.views import ExplorerRun, GoldSet
+
+from .explore_runs import assert_same_matrix, translate_attention
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +54,6 @@ def call(base: str, path: str, body: dict | None = None) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-def translate_attention(run_dir: Path, sentence: str, tmp_path: Path, *options: str) -> dict:
-    source, attention = tmp_path / "in.txt", tmp_path / "attention.jsonl"
-    source.write_text(sentence + "\n")
-    assert translate([str(run_dir), "-i", str(source), "-o", str(tmp_path / "out.txt"), "--attention",
-                      str(attention), *options]) == 0
-    return json.loads(attention.read_text().splitlines()[0])
-
-
-def assert_same_matrix(got, want, tolerance=1e-4):
-    assert len(got) == len(want) and all(len(a) == len(b) for a, b in zip(got, want))
-    assert max(abs(x - y) for a, b in zip(got, want) for x, y in zip(a, b)) <= tolerance
 
 
 def test_the_page_is_served_with_everything_inline(server):
