@@ -11,8 +11,9 @@ A *view* of a translation::
 
 The beam's ``steps`` list, for each decoding step, the hypotheses kept alive after it (``live``) and those that
 finished at it (``finished``), each with its tokens, log-probability and attention; ``nbest`` holds the best
-finished one (the translation). The main translation and attention come from the same
-`Translator` call as ``s2s-translate --attention`` (greedy, or ``--beam K``), so the page shows those numbers.
+finished one (the translation). Greedy views come from the `Translator` calls of ``s2s-translate --attention``;
+a beam view's translation is its traced search's best hypothesis, the same `BeamGroup` with the same settings as
+``s2s-translate --beam K``; so the page shows those commands' numbers.
 """
 
 from __future__ import annotations
@@ -157,23 +158,33 @@ class ExplorerRun:
         with self.lock:
             translator = self.translator_at(checkpoint)
             truncated = translator.truncated
-            search = SearchSettings(beam_size=beam, nbest=1)
-            heads = self.heads > 1 and beam == 1
-            item = translator.translate_with_attention([sentence], search=search, heads=heads)[0]
+            todo, src_ids = translator.encode_lines([sentence])  # normalised, encoded, truncated: once
+            if not todo:
+                raise ExplorerError("the sentence holds nothing to translate once cleaned (control characters only?)")
             note = None
             if translator.truncated > truncated:
                 note = (f"the sentence has more than {translator.max_src_pieces} subword pieces, the model's limit: "
                         f"it was truncated to the first {translator.max_src_pieces}")
+            beam_view = None
+            if beam == 1:  # as s2s-translate --attention: greedy, per-head weights for multi-head attention
+                if self.heads > 1:
+                    out_ids, attentions, heads = translator.translate_ids(src_ids, return_heads=True)
+                else:
+                    (out_ids, attentions), heads = translator.translate_ids(src_ids, return_attention=True), [None]
+                item = translator.attended(src_ids[0], out_ids[0], attentions[0], heads[0], source=sentence)
+            else:  # the traced search is s2s-translate --beam's: its best hypothesis is the translation
+                beam_view, best = self._beam(translator, src_ids, beam)
+                item = translator.attended(src_ids[0], best.tokens, best.attention, source=sentence)
             view = {"run": self.index, "checkpoint": "best" if checkpoint in (None, "best") else int(checkpoint),
                     "source": sentence, "translation": item.translation, "src_tokens": item.src_tokens,
                     "tgt_tokens": item.tgt_tokens, "attention": item.attention_rows(DIGITS),
                     "heads": None if item.heads is None else [_rows(head) for head in item.heads],
-                    "beam": self._beam(translator, sentence, beam) if beam > 1 else None, "note": note}
+                    "beam": beam_view, "note": note}
         return view
 
-    def _beam(self, translator, sentence: str, beam: int) -> dict:
-        """Every hypothesis the beam keeps at each step, with its score and attention (see `TracedBeamGroup`)."""
-        _, src_ids = translator.encode_lines([sentence])
+    def _beam(self, translator, src_ids: list[list[int]], beam: int) -> tuple[dict, Any]:
+        """Every hypothesis the beam keeps at each step, with its score and attention (see `TracedBeamGroup`), and
+        the best finished one (a `Hypothesis`)."""
         batch = make_batch(src_ids, None, [0]).to(translator.device)  # the source ids and EOS, as translating
         tokenizer = translator.tokenizer
         search = SearchSettings(beam_size=beam, nbest=1)  # as s2s-translate --beam: nbest moves the stopping point
@@ -195,9 +206,10 @@ class ExplorerRun:
         steps = [{"step": t + 1, "live": [hypothesis(h, False) for h in live],
                   "finished": [hypothesis(h, True) for h in finished]}
                  for t, (live, finished) in enumerate(group.trace)]
-        return {"k": beam, "steps": steps,
+        view = {"k": beam, "steps": steps,
                 "nbest": [hypothesis(TracedHypothesis(h.tokens, h.score, h.attention, h.norm_score), True)
                           for h in nbest]}
+        return view, nbest[0]
 
 
 class GoldSet:
