@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-from ..data.text import read_text_lines as read_text
 from . import fail
 
 PROG = "s2s-align-eval"
@@ -70,18 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from ..decoding.translator import Translator
-    from ..evaluation.alignment import evaluate_alignment, read_gold, validate_gold
+    from ..evaluation.alignment import evaluate_alignment, read_gold_set
     from ..training.checkpoint import CheckpointError
 
     try:
-        src_lines, tgt_lines = read_text(args.src), read_text(args.tgt)
-        if not Path(args.gold).is_file():
-            raise FileNotFoundError(f"no such file: {args.gold}")
-        if len(src_lines) != len(tgt_lines):
-            return fail(PROG, f"{args.src} has {len(src_lines)} lines but {args.tgt} has {len(tgt_lines)}; "
-                        "the source and target texts must be line-parallel")
-        gold = read_gold(args.gold, args.format, reverse=args.reverse)
-        validate_gold(gold, [line.split() for line in src_lines], [line.split() for line in tgt_lines])
+        src_lines, tgt_lines, gold = read_gold_set(args.src, args.tgt, args.gold, args.format, reverse=args.reverse)
     except (OSError, ValueError) as error:
         return fail(PROG, str(error))
     if args.limit is not None:

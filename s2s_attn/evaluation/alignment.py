@@ -197,6 +197,23 @@ def validate_gold(
                 )
 
 
+def read_gold_set(
+    src: str | os.PathLike, tgt: str | os.PathLike, links: str | os.PathLike, fmt: str = "auto", reverse: bool = False,
+) -> tuple[list[str], list[str], dict[int, Gold]]:
+    """A gold set from its three files: the source and target text (tokenised, line-parallel) and the links
+    (`read_gold`), checked against the text (`validate_gold`). -> (source lines, target lines, gold). A missing
+    file (FileNotFoundError) or a mismatch (ValueError) is said in one message for the user."""
+    src_lines, tgt_lines = read_text_lines(src), read_text_lines(tgt)
+    if not os.path.isfile(links):
+        raise FileNotFoundError(f"no such file: {links}")
+    if len(src_lines) != len(tgt_lines):
+        raise ValueError(f"{src} has {len(src_lines)} lines but {tgt} has {len(tgt_lines)}; "
+                         "the source and target texts must be line-parallel")
+    gold = read_gold(links, fmt, reverse=reverse)
+    validate_gold(gold, [line.split() for line in src_lines], [line.split() for line in tgt_lines])
+    return src_lines, tgt_lines, gold
+
+
 # ---- metrics --------------------------------------------------------------------------------------
 
 

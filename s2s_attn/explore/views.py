@@ -37,8 +37,7 @@ from ..evaluation.alignment import (
     diagonal_alignment,
     evaluate_alignment,
     extract_argmax,
-    read_gold,
-    validate_gold,
+    read_gold_set,
     word_attention,
 )
 from ..training.checkpoint import CheckpointError, step_checkpoints
@@ -218,20 +217,9 @@ class GoldSet:
 
     def __init__(self, src: str | Path, tgt: str | Path, links: str | Path, fmt: str = "auto",
                  reverse: bool = False) -> None:
-        from ..data.text import read_text_lines
-
-        for path in (src, tgt, links):
-            if not Path(path).is_file():
-                raise ExplorerError(f"--gold: no such file: {path}")
-        self.src_lines, self.tgt_lines = read_text_lines(src), read_text_lines(tgt)
-        if len(self.src_lines) != len(self.tgt_lines):
-            raise ExplorerError(f"--gold: {src} has {len(self.src_lines)} lines but {tgt} has {len(self.tgt_lines)}; "
-                                "the source and target texts must be line-parallel")
         try:
-            self.gold = read_gold(links, fmt, reverse=reverse)
-            validate_gold(self.gold, [line.split() for line in self.src_lines],
-                          [line.split() for line in self.tgt_lines])
-        except ValueError as error:
+            self.src_lines, self.tgt_lines, self.gold = read_gold_set(src, tgt, links, fmt, reverse=reverse)
+        except (OSError, ValueError) as error:  # what s2s-align-eval says of the same files
             raise ExplorerError(f"--gold: {error}") from None
         self.paths = [str(src), str(tgt), str(links)]
         self._scores: dict[int, dict] = {}
