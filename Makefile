@@ -26,7 +26,7 @@ $(STAMP): $(SOURCES) | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet --force-reinstall --no-deps .
-	$(BIN)/pip install --quiet ".[dev]"
+	$(BIN)/pip install --quiet ".[dev,align]"
 	@# A CJK font for Chinese/Japanese/Korean labels in attention plots: apt when root, else a warning.
 	@$(BIN)/python -c "import sys; from s2s_attn.viz.heatmap import cjk_font_family as f; sys.exit(f() is None)" 2>/dev/null \
 	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo "installing a CJK font (apt-get install fonts-wqy-microhei)" \

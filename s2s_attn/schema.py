@@ -301,6 +301,18 @@ class AlignmentSchema:
     format: str = setting("auto", OneOf("auto, naacl or pharaoh", words=("auto", "naacl", "pharaoh")))
     method: str = setting("argmax", OneOf("argmax or threshold", words=("argmax", "threshold")))
     threshold: float = setting(0.3, Between("a number in (0, 1]", low=0, high=1, low_open=True))
+    pieces: str = setting("first", OneOf("first, sum or max", words=("first", "sum", "max")))
+    shift: str = setting("predict", OneOf("predict or read", words=("predict", "read")))
+    aligner: str = setting("eflomal", OneOf("eflomal or none", words=("eflomal", "none")))
+
+
+@dataclass
+class GuidedAlignmentSchema:
+    name: str = setting("none", OneOf("none or eflomal", words=("none", "eflomal")))
+    weight: float = setting(0.05, Between("a number >= 0", low=0))
+    symmetrization: str = setting("grow-diag-final-and", OneOf(
+        "forward, reverse, intersection, union or grow-diag-final-and",
+        words=("forward", "reverse", "intersection", "union", "grow-diag-final-and")))
 
 
 #: config group -> its schema
@@ -312,6 +324,7 @@ SCHEMAS: dict[str, type] = {
     "fast": FastSchema,
     "logger": LoggerSchema,
     "alignment": AlignmentSchema,
+    "guided_alignment": GuidedAlignmentSchema,
 }
 
 
@@ -443,7 +456,7 @@ def validate(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     typed = {}
     for group in SCHEMAS:
         values = plain.get(group)
-        if values is None and group in ("fast", "logger", "alignment"):
+        if values is None and group in ("fast", "logger", "alignment", "guided_alignment"):
             values = {}
         if not isinstance(values, Mapping):
             raise ConfigError(f"{group}={values!r} is not allowed: a config group ({group}=NAME)")

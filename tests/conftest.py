@@ -144,3 +144,14 @@ def explore_runs(tmp_path_factory):
     from .integration.explore_runs import train_explore_runs
 
     return train_explore_runs(tmp_path_factory.mktemp("explore"))
+
+
+def write_reversal_gold(src_file: Path, gold_file: Path) -> Path:
+    """The toy reversal's gold alignment (the anti-diagonal) for the sentences of ``src_file``, in NAACL format."""
+    from s2s_attn.data.synthetic import toy_alignment
+
+    with gold_file.open("w") as f:
+        for k, line in enumerate(src_file.read_text().splitlines()):
+            for s, t in sorted(toy_alignment(line, "reverse")):
+                f.write(f"{k + 1:04d} {s + 1} {t + 1} S\n")
+    return gold_file

@@ -1,8 +1,10 @@
 """``s2s-align-eval CHECKPOINT --src FILE --tgt FILE --gold FILE``: score attention as word alignment (AER).
 
 The model reads the gold source text and, with teacher forcing, the gold target text; its attention is
-summed/averaged from subword pieces to words, turned into links (``--method``) and compared with the
-gold sure/possible links: alignment error rate, precision and recall, next to a diagonal baseline.
+pooled from subword pieces to words (``--pieces``, ``--shift``), turned into links (``--method``) and compared
+with the gold sure/possible links: alignment error rate, precision and recall, next to two baselines: the
+diagonal, and the statistical aligner eflomal trained on the run's training text plus the gold sentences (its
+forward, reverse and symmetrised links; computed once per data set and gold text, then cached).
 
 Gold files: NAACL/WPT (``sent_no src_pos tgt_pos S|P``, 1-based) or Pharaoh (``i-j`` / ``i-j-P``,
 0-based, one line per sentence); ``--format auto`` tells them apart. The first index of a gold link is
@@ -16,6 +18,7 @@ import argparse
 import logging
 import sys
 
+from ..evaluation.alignment import COMBINATIONS, DEFAULT_PIECES, PIECE_POOLS, SHIFTS
 from . import fail
 
 PROG = "s2s-align-eval"
@@ -46,8 +49,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backward", metavar="CHECKPOINT", default=None,
                         help="a model of the opposite direction (target->source); its links are combined with "
                              "the forward model's (--combine)")
-    parser.add_argument("--combine", default="intersection", choices=["intersection", "union"],
+    parser.add_argument("--combine", default="intersection", choices=list(COMBINATIONS),
                         help="how to combine with --backward (default intersection)")
+    parser.add_argument("--pieces", default=DEFAULT_PIECES, choices=list(PIECE_POOLS),
+                        help="subword pieces -> words: first (each word's first piece; default), sum (source pieces "
+                             "summed, target rows averaged) or max")
+    parser.add_argument("--shift", default="predict", choices=list(SHIFTS),
+                        help="the attention row of a target word: predict (the step that predicts it; default) or "
+                             "read (the next step, which reads it)")
+    parser.add_argument("--no-aligner", action="store_true",
+                        help="leave out the eflomal baseline (it needs the run's training text and eflomal)")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch (default 64)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     args = parser.parse_args(argv)
@@ -86,17 +97,42 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = evaluate_alignment(translator, src_lines, tgt_lines, gold, method=args.method,
                                     threshold=args.threshold, batch_size=args.batch_size, backward=backward,
-                                    how=args.combine)
+                                    how=args.combine, pieces=args.pieces, shift=args.shift)
     except ValueError as error:
         return fail(PROG, str(error))
     method = "argmax" if args.method == "argmax" else f"threshold {args.threshold:g}"
+    method += f", pieces {args.pieces}, shift {args.shift}"
     if backward is not None:
         method += f", {args.combine} with the backward model"
     sentences = f"{result['sentences']} sentences"
     print(format_scores(result["aer"], result["precision"], result["recall"], f"attention, {method}, {sentences}"))
     print(format_scores(result["diagonal_aer"], result["diagonal_precision"], result["diagonal_recall"],
                         f"diagonal baseline, {sentences}"))
+    if not args.no_aligner:
+        print_aligner_rows(translator.config, src_lines, tgt_lines, gold, sentences)
     return 0
+
+
+def print_aligner_rows(config, src_lines, tgt_lines, gold, sentences: str) -> None:
+    """The eflomal baseline's rows, or one line saying why there are none."""
+    from ..data.aligner import AlignerMissing
+    from ..data.errors import DataError
+    from ..evaluation.alignment import aligner_baseline, run_training_text
+
+    try:
+        train_src, train_tgt, src_lang, tgt_lang, data_dir = run_training_text(config)
+    except (DataError, OSError, KeyError, ValueError) as error:
+        print(f"no eflomal baseline: the run's training text is not available here ({error})")
+        return
+    try:
+        rows = aligner_baseline(train_src, train_tgt, src_lang, tgt_lang, src_lines, tgt_lines, gold, data_dir,
+                                log=lambda message: print(message, file=sys.stderr))
+    except AlignerMissing as error:
+        print(f"no eflomal baseline: {error}")
+        return
+    pairs = f"trained on the run's {len(train_src):,} training pairs + the gold sentences"
+    for how, row in rows.items():
+        print(format_scores(row["aer"], row["precision"], row["recall"], f"eflomal {how}, {pairs}, {sentences}"))
 
 
 if __name__ == "__main__":

@@ -35,8 +35,16 @@ then extracted with
   while ignoring the diffuse tail of the distribution; with a threshold above 0.5 it can only give a
   subset of the argmax links.
 
+Two choices made before the links matter (measured in docs/alignment.md; the defaults are the best on the Hansards
+dev set): ``shift``, which attention row stands for target piece t: ``predict`` (row t, the step that predicts
+it; the default) or ``read`` (row t + 1, the step that has just read it as input); and ``pieces``, how pieces
+become words: ``first`` (the row of a target word's first piece, the column of a source word's first piece:
+where the model commits to a word; the default), ``sum`` (source pieces summed, target rows averaged) or ``max``
+(the largest weight over the pieces of both words).
+
 Links from a second, reverse-direction model (target -> source) can be combined with `combine`
-(intersection: high precision; union: high recall).
+(intersection: high precision; union: high recall; grow-diag-final-and: between the two, as statistical
+aligners are symmetrised).
 
 Metrics (Och & Ney 2003), corpus-level: counts are summed over the sentences, then
 precision = |A∩P| / |A|, recall = |A∩S| / |S|, AER = 1 - (|A∩S| + |A∩P|) / (|A| + |S|).
@@ -58,7 +66,10 @@ from ..data.text import normalize_text, read_text_lines
 WORD_START = "\u2581"  # SentencePiece's "▁": the piece starts a new (whitespace-separated) word
 Link = tuple[int, int]  # (source word, target word), 0-based
 METHODS = ("argmax", "threshold")
-COMBINATIONS = ("intersection", "union")
+COMBINATIONS = ("intersection", "union", "grow-diag-final-and")
+SHIFTS = ("predict", "read")  # the attention row of a target piece: the step that predicts it, or that reads it
+PIECE_POOLS = ("sum", "max", "first")  # subword pieces -> words (see `aggregate_to_words`)
+DEFAULT_PIECES, DEFAULT_SHIFT = "first", "predict"  # the best on the Hansards dev set (docs/benchmarks.md)
 DEFAULT_THRESHOLD = 0.3
 
 
@@ -331,40 +342,66 @@ def piece_word_map(pieces: Sequence[str], words: Sequence[str]) -> list[int]:
 
 
 def aggregate_to_words(
-    attention, src_map: Sequence[int], tgt_map: Sequence[int], n_src_words: int, n_tgt_words: int
+    attention, src_map: Sequence[int], tgt_map: Sequence[int], n_src_words: int, n_tgt_words: int,
+    pieces: str = DEFAULT_PIECES, shift: str = DEFAULT_SHIFT,
 ) -> np.ndarray:
     """Piece-level attention -> word-level (n_tgt_words, n_src_words).
 
-    ``attention`` is (target pieces [+ EOS row], source pieces [+ EOS column]); the EOS row and
-    column, when present, are dropped. Source pieces of a word are summed, target pieces of a word
-    averaged; a word without pieces gets a zero column / row. Pieces mapped to -1 are ignored.
+    ``attention`` is (target pieces [+ EOS row], source pieces [+ EOS column]); the EOS column, when present, is
+    dropped. ``shift`` ``predict`` takes row t for target piece t (the EOS row dropped), ``read`` row t + 1 (the
+    EOS row needed). ``pieces``: ``sum`` sums the source pieces of a word and averages the rows of a target
+    word's pieces; ``max`` takes the largest weight over both; ``first`` the first piece of each. A word without
+    pieces gets a zero column / row. Pieces mapped to -1 are ignored.
     """
     att = np.asarray(attention, dtype=np.float64)
     n_tp, n_sp = len(tgt_map), len(src_map)
     if att.ndim != 2 or att.shape[0] not in (n_tp, n_tp + 1) or att.shape[1] not in (n_sp, n_sp + 1):
         raise ValueError(f"attention of shape {att.shape} does not match {n_tp} target and {n_sp} source pieces "
                          "(+ EOS)")
-    att = att[:n_tp, :n_sp]
-    src_sum = np.zeros((n_sp, n_src_words))
-    for k, w in enumerate(src_map):
-        if w >= 0:
-            src_sum[k, w] = 1.0
-    tgt_mean = np.zeros((n_tgt_words, n_tp))
-    for k, w in enumerate(tgt_map):
-        if w >= 0:
-            tgt_mean[w, k] = 1.0
-    counts = tgt_mean.sum(axis=1, keepdims=True)
-    tgt_mean = np.divide(tgt_mean, counts, out=np.zeros_like(tgt_mean), where=counts > 0)
-    return tgt_mean @ att @ src_sum
+    if pieces not in PIECE_POOLS:
+        raise ValueError(f"unknown piece pooling {pieces!r}; valid: {', '.join(PIECE_POOLS)}")
+    if shift == "read":
+        if att.shape[0] != n_tp + 1:
+            raise ValueError("shift=read needs the EOS row (the step that reads the last target piece)")
+        att = att[1:, :n_sp]
+    elif shift == "predict":
+        att = att[:n_tp, :n_sp]
+    else:
+        raise ValueError(f"unknown shift {shift!r}; valid: {', '.join(SHIFTS)}")
+    if pieces == "sum":
+        src_sum = np.zeros((n_sp, n_src_words))
+        for k, w in enumerate(src_map):
+            if w >= 0:
+                src_sum[k, w] = 1.0
+        tgt_mean = np.zeros((n_tgt_words, n_tp))
+        for k, w in enumerate(tgt_map):
+            if w >= 0:
+                tgt_mean[w, k] = 1.0
+        counts = tgt_mean.sum(axis=1, keepdims=True)
+        tgt_mean = np.divide(tgt_mean, counts, out=np.zeros_like(tgt_mean), where=counts > 0)
+        return tgt_mean @ att @ src_sum
+    words = np.zeros((n_tgt_words, n_src_words))
+    seen_src, seen_tgt = set(), set()
+    for t, tw in enumerate(tgt_map):
+        if tw < 0 or (pieces == "first" and tw in seen_tgt):
+            continue
+        seen_tgt.add(tw)
+        seen_src.clear()
+        for k, sw in enumerate(src_map):
+            if sw < 0 or (pieces == "first" and sw in seen_src):
+                continue
+            seen_src.add(sw)
+            words[tw, sw] = max(words[tw, sw], att[t, k])
+    return words
 
 
 def word_attention(
     attention, src_pieces: Sequence[str], tgt_pieces: Sequence[str], src_words: Sequence[str],
-    tgt_words: Sequence[str],
+    tgt_words: Sequence[str], pieces: str = DEFAULT_PIECES, shift: str = DEFAULT_SHIFT,
 ) -> np.ndarray:
     """`aggregate_to_words` with the piece -> word maps computed by `piece_word_map`."""
     return aggregate_to_words(attention, piece_word_map(src_pieces, src_words), piece_word_map(tgt_pieces, tgt_words),
-                              len(src_words), len(tgt_words))
+                              len(src_words), len(tgt_words), pieces, shift)
 
 
 # ---- links ----------------------------------------------------------------------------------------
@@ -395,12 +432,13 @@ def extract_links(word_att: np.ndarray, method: str = "argmax", threshold: float
 
 
 def combine(forward: set[Link], backward: set[Link], how: str = "intersection") -> set[Link]:
-    """Symmetrise: ``backward`` must already be in the forward model's (source, target) order (`swap`)."""
-    if how == "intersection":
-        return forward & backward
-    if how == "union":
-        return forward | backward
-    raise ValueError(f"unknown combination {how!r}; valid: {', '.join(COMBINATIONS)}")
+    """Symmetrise: ``backward`` must already be in the forward model's (source, target) order (`swap`); as a
+    statistical aligner's two directions are (`s2s_attn.data.aligner.symmetrize`)."""
+    from ..data.aligner import symmetrize
+
+    if how not in COMBINATIONS:
+        raise ValueError(f"unknown combination {how!r}; valid: {', '.join(COMBINATIONS)}")
+    return symmetrize(forward, backward, how)
 
 
 def diagonal_alignment(n_src: int, n_tgt: int) -> set[Link]:
@@ -473,13 +511,13 @@ def attention_matrices(
 
 def _links_for(
     translator, src_words: list[list[str]], tgt_words: list[list[str]], method: str, threshold: float,
-    batch_size: int,
+    batch_size: int, pieces: str = DEFAULT_PIECES, shift: str = DEFAULT_SHIFT,
 ) -> list[set[Link]]:
     todo = [i for i in range(len(src_words)) if src_words[i] and tgt_words[i]]
     links: list[set[Link]] = [set() for _ in src_words]
     matrices = attention_matrices(translator, [src_words[i] for i in todo], [tgt_words[i] for i in todo], batch_size)
     for i, sent in zip(todo, matrices):
-        att = word_attention(sent.matrix, sent.src_pieces, sent.tgt_pieces, src_words[i], tgt_words[i])
+        att = word_attention(sent.matrix, sent.src_pieces, sent.tgt_pieces, src_words[i], tgt_words[i], pieces, shift)
         links[i] = extract_links(att, method, threshold)
     return links
 
@@ -494,6 +532,8 @@ def evaluate_alignment(
     batch_size: int = 64,
     backward=None,
     how: str = "intersection",
+    pieces: str = DEFAULT_PIECES,
+    shift: str = DEFAULT_SHIFT,
 ) -> dict:
     """AER, precision and recall of the model's attention (and of the diagonal baseline) on gold links.
 
@@ -502,7 +542,8 @@ def evaluate_alignment(
     (`read_gold`, `swap`). Every given line is evaluated (a line without gold links counts its
     predicted links as wrong); gold entries for other lines are ignored. ``backward``: an optional
     target->source model whose links are combined with the forward ones (``how``: intersection or
-    union). One teacher-forced pass per batch: about a second for 200 sentences on a CPU.
+    union or grow-diag-final-and). ``pieces`` and ``shift``: see the module's docstring. One teacher-forced pass
+    per batch: about a second for 200 sentences on a CPU.
 
     Returns ``{"sentences", "method", "threshold", "aer", "precision", "recall", "links",
     "diagonal_aer", "diagonal_precision", "diagonal_recall", "gold_sure", "gold_possible"}``.
@@ -511,15 +552,19 @@ def evaluate_alignment(
         raise ValueError(f"unknown alignment extraction method {method!r}; valid: {', '.join(METHODS)}")
     if how not in COMBINATIONS:
         raise ValueError(f"unknown combination {how!r}; valid: {', '.join(COMBINATIONS)}")
+    if pieces not in PIECE_POOLS:
+        raise ValueError(f"unknown piece pooling {pieces!r}; valid: {', '.join(PIECE_POOLS)}")
+    if shift not in SHIFTS:
+        raise ValueError(f"unknown shift {shift!r}; valid: {', '.join(SHIFTS)}")
     if len(src_lines) != len(tgt_lines):
         raise ValueError(f"{len(src_lines)} source lines but {len(tgt_lines)} target lines")
     src_words, tgt_words = [_words(x) for x in src_lines], [_words(x) for x in tgt_lines]
     n = len(src_words)
     subset = {k: g for k, g in gold.items() if 0 <= k < n}
     validate_gold(subset, src_words, tgt_words)
-    predicted = _links_for(translator, src_words, tgt_words, method, threshold, batch_size)
+    predicted = _links_for(translator, src_words, tgt_words, method, threshold, batch_size, pieces, shift)
     if backward is not None:
-        reverse = _links_for(backward, tgt_words, src_words, method, threshold, batch_size)
+        reverse = _links_for(backward, tgt_words, src_words, method, threshold, batch_size, pieces, shift)
         predicted = [combine(f, swap(b), how) for f, b in zip(predicted, reverse)]
     empty = Gold(set(), set())
     golds = [subset.get(i, empty) for i in range(n)]
@@ -532,6 +577,8 @@ def evaluate_alignment(
     return {
         "sentences": n,
         "method": method,
+        "pieces": pieces,
+        "shift": shift,
         "threshold": threshold if method == "threshold" else None,
         "combined": how if backward is not None else None,
         "aer": error,
@@ -545,6 +592,53 @@ def evaluate_alignment(
         "gold_possible": sum(len(g.possible | g.sure) for g in golds),
     }
 
+
+
+# ---- a statistical aligner as the baseline --------------------------------------------------------
+
+
+def aligner_baseline(
+    train_src: Sequence[str], train_tgt: Sequence[str], src_lang: str, tgt_lang: str, src_lines: Sequence[str],
+    tgt_lines: Sequence[str], gold: Mapping[int, Gold], cache_root: str | os.PathLike,
+    log=print,
+) -> dict[str, dict[str, float]]:
+    """The AER of eflomal (`s2s_attn.data.aligner`) on a gold set, trained as unsupervised aligners are evaluated:
+    on the run's training text (``train_src`` / ``train_tgt``, cut into `aligner_words`) plus the gold
+    sentences themselves (their own words). Computed once per training text and gold text (cached under
+    ``cache_root``, the prepared data's directory). -> {symmetrisation: {"aer", "precision", "recall"}} in the
+    order of `s2s_attn.data.aligner.SYMMETRIZATIONS`. Raises `AlignerMissing` without eflomal."""
+    from pathlib import Path
+
+    from ..data.aligner import SYMMETRIZATIONS, aligner_words_of_lines, cached_alignment, symmetrize, words_digest
+
+    eval_src, eval_tgt = [_words(x) for x in src_lines], [_words(x) for x in tgt_lines]
+    src_words = aligner_words_of_lines(train_src, src_lang) + eval_src
+    tgt_words = aligner_words_of_lines(train_tgt, tgt_lang) + eval_tgt
+    directory = Path(cache_root) / f"eflomal-eval-{words_digest(eval_src, eval_tgt)[:12]}"
+    forward, reverse = cached_alignment(directory, src_words, tgt_words, log=log)
+    first = len(train_src)
+    empty = Gold(set(), set())
+    result = {}
+    for how in SYMMETRIZATIONS:
+        counts = AlignmentCounts()
+        for i in range(len(eval_src)):
+            g = gold.get(i, empty)
+            counts.add(symmetrize(forward[first + i], reverse[first + i], how), g.sure, g.possible)
+        error, precision, recall = counts.scores()
+        result[how] = {"aer": error, "precision": precision, "recall": recall}
+    return result
+
+
+def run_training_text(config: Mapping, log=print) -> tuple[list[str], list[str], str, str, str]:
+    """The training text of a run from its saved config: (source lines, target lines, source language, target
+    language, the prepared data's directory). DataError where the run's corpus is not on this machine."""
+    from ..data.corpus import prepare_data
+
+    data_cfg = dict(config["data"])
+    data_dir = prepare_data(data_cfg, log=lambda message: None)
+    src = read_text_lines(data_dir / "train.src")
+    tgt = read_text_lines(data_dir / "train.tgt")
+    return src, tgt, str(data_cfg.get("src_lang", "")), str(data_cfg.get("tgt_lang", "")), str(data_dir)
 
 
 # ---- during training ------------------------------------------------------------------------------
@@ -570,14 +664,20 @@ class AlignmentMonitor:
     """
 
     def __init__(self, src_lines: list[str], tgt_lines: list[str], gold: dict[int, Gold], method: str = "argmax",
-                 threshold: float = DEFAULT_THRESHOLD, name: str = "alignment") -> None:
+                 threshold: float = DEFAULT_THRESHOLD, name: str = "alignment", pieces: str = DEFAULT_PIECES,
+                 shift: str = DEFAULT_SHIFT, aligner: str = "eflomal") -> None:
         if method not in METHODS:
             raise ValueError(f"unknown alignment.method {method!r}; valid: {', '.join(METHODS)}")
+        if pieces not in PIECE_POOLS or shift not in SHIFTS or aligner not in ("eflomal", "none"):
+            raise ValueError(f"alignment.pieces must be one of {', '.join(PIECE_POOLS)}, alignment.shift one of "
+                             f"{', '.join(SHIFTS)}, alignment.aligner eflomal or none")
         if len(src_lines) != len(tgt_lines):
             raise ValueError(f"alignment {name}: {len(src_lines)} source lines but {len(tgt_lines)} target lines")
         validate_gold(gold, [x.split() for x in src_lines], [x.split() for x in tgt_lines])
         self.src_lines, self.tgt_lines, self.gold = src_lines, tgt_lines, gold
         self.method, self.threshold, self.name = method, threshold, name
+        self.pieces, self.shift, self.aligner = pieces, shift, aligner
+        self.aligner_rows: dict[str, dict[str, float]] | None = None  # `aligner_baseline`'s, once computed
 
     @classmethod
     def from_config(cls, acfg, src_lang: str, tgt_lang: str) -> AlignmentMonitor | None:
@@ -594,9 +694,40 @@ class AlignmentMonitor:
             raise FileNotFoundError(f"no such file: {acfg.gold}")
         gold = read_gold(acfg.gold, str(acfg.get("format", "auto")), reverse=src_lang != langs[0])
         return cls(src_lines, tgt_lines, gold, str(acfg.get("method", "argmax")),
-                   float(acfg.get("threshold", DEFAULT_THRESHOLD)), name)
+                   float(acfg.get("threshold", DEFAULT_THRESHOLD)), name, str(acfg.get("pieces", DEFAULT_PIECES)),
+                   str(acfg.get("shift", DEFAULT_SHIFT)), str(acfg.get("aligner", "eflomal")))
+
+    def compute_baseline(self, data_dir, src_lang: str, tgt_lang: str, log=print) -> None:
+        """The eflomal rows (`aligner_baseline`) on the run's training text in ``data_dir``, once; where eflomal is
+        missing, one warning and none."""
+        if self.aligner == "none":
+            return
+        from ..data.aligner import AlignerMissing
+
+        try:
+            self.aligner_rows = aligner_baseline(read_text_lines(os.path.join(data_dir, "train.src")),
+                                                 read_text_lines(os.path.join(data_dir, "train.tgt")), src_lang,
+                                                 tgt_lang, self.src_lines, self.tgt_lines, self.gold, data_dir, log)
+        except AlignerMissing as error:
+            log(f"no eflomal baseline for alignment={self.name}: {error}")
+            return
+        log(f"alignment={self.name}: eflomal's AER " + ", ".join(f"{how} {row['aer']:.3f}"
+                                                                 for how, row in self.aligner_rows.items())
+            + f" (diagonal {self._diagonal_aer():.3f})")
+
+    def _diagonal_aer(self) -> float:
+        counts, empty = AlignmentCounts(), Gold(set(), set())
+        for i, (src, tgt) in enumerate(zip(self.src_lines, self.tgt_lines)):
+            g = self.gold.get(i, empty)
+            counts.add(diagonal_alignment(len(src.split()), len(tgt.split())), g.sure, g.possible)
+        return counts.scores()[0]
 
     def __call__(self, model, tokenizer, device, batch_size: int = 64) -> dict:
-        """`evaluate_alignment` of the model as it is now (its train/eval mode is kept)."""
-        return evaluate_alignment(_ModelView(model, tokenizer, device), self.src_lines, self.tgt_lines, self.gold,
-                                  method=self.method, threshold=self.threshold, batch_size=batch_size)
+        """`evaluate_alignment` of the model as it is now (its train/eval mode is kept), with the eflomal rows
+        (``eflomal``: {symmetrisation: scores}) where `compute_baseline` found them."""
+        result = evaluate_alignment(_ModelView(model, tokenizer, device), self.src_lines, self.tgt_lines, self.gold,
+                                    method=self.method, threshold=self.threshold, batch_size=batch_size,
+                                    pieces=self.pieces, shift=self.shift)
+        if self.aligner_rows is not None:
+            result["eflomal"] = self.aligner_rows
+        return result

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import torch
 
-from s2s_attn.data.synthetic import toy_alignment
-
+from ..conftest import write_reversal_gold
 from .test_toy_training import toy_config
 
 TINY = ["model.emb_size=16", "model.encoder_hidden=16", "model.decoder_hidden=32", "model.output_size=16",
@@ -42,11 +41,7 @@ def train_explore_runs(root: Path) -> ExploreRuns:
         torch.set_num_threads(threads)  # train() sets it for the whole process
     data_dir = next((root / "cache").glob("toy-*"))
     src, tgt = data_dir / "test.src", data_dir / "test.tgt"
-    links = root / "test.wa"
-    with links.open("w") as f:
-        for k, line in enumerate(src.read_text().splitlines()):
-            for s, t in sorted(toy_alignment(line, "reverse")):
-                f.write(f"{k + 1:04d} {s + 1} {t + 1} S\n")
+    links = write_reversal_gold(src, root / "test.wa")
     return ExploreRuns(root / "bahdanau", root / "multihead", (src, tgt, links), src.read_text().splitlines())
 
 

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from s2s_attn.cli.align_eval import main
-from s2s_attn.data.synthetic import toy_alignment
 from s2s_attn.evaluation.alignment import diagonal_alignment, read_gold, read_naacl, validate_gold
 
-from ..conftest import REPO_ROOT
+from ..conftest import REPO_ROOT, write_reversal_gold
 from .test_toy_training import toy_config
 
 SCORE_LINE = re.compile(r"^AER (\d\.\d+)  precision (\d\.\d+)  recall (\d\.\d+)  \((.*), (\d+) sentences\)$")
@@ -28,12 +27,17 @@ def alignment_dir() -> Path | None:
 
 
 def scores(output: str) -> dict[str, tuple[float, float, float, int]]:
-    """{"attention" | "diagonal baseline": (aer, precision, recall, sentences)} from the printed lines."""
+    """{"attention" | "diagonal baseline" | "eflomal SYMMETRISATION": (aer, precision, recall, sentences)} from
+    the printed lines."""
     result = {}
     for line in output.splitlines():
         match = SCORE_LINE.match(line)
         assert match, f"unexpected output line {line!r}"
-        what = "attention" if match.group(4).startswith("attention") else match.group(4)
+        what = match.group(4)
+        if what.startswith("attention"):
+            what = "attention"
+        elif what.startswith("eflomal"):
+            what = what.split(",")[0]
         result[what] = (float(match.group(1)), float(match.group(2)), float(match.group(3)), int(match.group(5)))
     return result
 
@@ -61,12 +65,7 @@ def toy_run(tmp_path_factory):
     finally:
         torch.set_num_threads(threads)  # train() sets it for the whole process
     data_dir = next((tmp / "cache").glob("toy-*"))
-    src = (data_dir / "test.src").read_text().splitlines()
-    gold = tmp / "test.wa"
-    with gold.open("w") as f:
-        for k, line in enumerate(src):
-            for s, t in sorted(toy_alignment(line, "reverse")):
-                f.write(f"{k + 1:04d} {s + 1} {t + 1} S\n")
+    gold = write_reversal_gold(data_dir / "test.src", tmp / "test.wa")
     return tmp / "run", data_dir / "test.src", data_dir / "test.tgt", gold
 
 
@@ -83,6 +82,10 @@ def test_toy_attention_beats_the_diagonal_baseline(toy_run, capsys, method):
     # the reversal is an anti-diagonal: the diagonal baseline only hits the middle word of odd lengths
     assert diagonal[0] > 0.8
     assert attention[0] < min(0.5, diagonal[0] - 0.3), out
+    # the statistical aligner, trained on the run's training text and these sentences, finds the reversal
+    assert [what for what in result if what.startswith("eflomal")] == [
+        "eflomal forward", "eflomal reverse", "eflomal intersection", "eflomal union", "eflomal grow-diag-final-and"]
+    assert result["eflomal grow-diag-final-and"][0] < 0.2, out
 
 
 @pytest.mark.slow
@@ -95,7 +98,11 @@ def test_limit_and_reverse(toy_run, capsys):
     assert main([str(run_dir), "--src", str(src), "--tgt", str(tgt), "--gold", str(gold), "--reverse"]) == 0
     assert main([str(run_dir), "--src", str(src), "--tgt", str(tgt), "--gold", str(gold)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[:2] == lines[2:]
+    assert len(lines) == 14 and lines[:7] == lines[7:]  # the attention, the diagonal and eflomal's five rows
+    assert main([str(run_dir), "--src", str(src), "--tgt", str(tgt), "--gold", str(gold), "--no-aligner",
+                 "--pieces", "max", "--shift", "read"]) == 0
+    result = scores(capsys.readouterr().out)
+    assert list(result) == ["attention", "diagonal baseline"]
 
 
 # ---- errors (no model needed) ---------------------------------------------------------------------

@@ -183,7 +183,7 @@ def test_word_attention_sums_source_pieces_averages_target_pieces_and_drops_eos(
     src_words, src_pieces = ["the", "unbelievable", "cat"], ["▁the", "▁un", "believ", "able", "▁cat"]
     tgt_words, tgt_pieces = ["le", "chat", "incroyable"], ["▁le", "▁ch", "at", "▁incroyable"]
     att = _piece_attention(np.random.default_rng(0), len(tgt_pieces), len(src_pieces))  # (5, 6)
-    words = word_attention(att, src_pieces, tgt_pieces, src_words, tgt_words)
+    words = word_attention(att, src_pieces, tgt_pieces, src_words, tgt_words, pieces="sum")
     assert words.shape == (3, 3)
     # "unbelievable" = 3 source pieces: their mass adds up; "chat" = 2 target pieces: their rows are averaged
     assert words[0, 1] == pytest.approx(att[0, 1:4].sum())
@@ -196,12 +196,30 @@ def test_word_attention_sums_source_pieces_averages_target_pieces_and_drops_eos(
     assert np.all(words.sum(axis=1) <= 1 + 1e-9)
 
 
+def test_first_and_max_pool_the_pieces_of_a_word_and_read_shifts_the_rows():
+    src_words, src_pieces = ["the", "unbelievable", "cat"], ["▁the", "▁un", "believ", "able", "▁cat"]
+    tgt_words, tgt_pieces = ["le", "chat", "incroyable"], ["▁le", "▁ch", "at", "▁incroyable"]
+    att = _piece_attention(np.random.default_rng(1), len(tgt_pieces), len(src_pieces))  # (5, 6)
+    first = word_attention(att, src_pieces, tgt_pieces, src_words, tgt_words)  # the default
+    assert first[1, 1] == pytest.approx(att[1, 1])  # "chat"'s first piece row, "unbelievable"'s first piece
+    assert first[2, 2] == pytest.approx(att[3, 4])
+    largest = word_attention(att, src_pieces, tgt_pieces, src_words, tgt_words, pieces="max")
+    assert largest[1, 1] == pytest.approx(att[1:3, 1:4].max())
+    read = word_attention(att, src_pieces, tgt_pieces, src_words, tgt_words, shift="read")
+    assert read[0, 0] == pytest.approx(att[1, 0])  # "le" is read at the step after the one that predicts it
+    assert read[2, 2] == pytest.approx(att[4, 4])  # the last word's: the EOS row
+    with pytest.raises(ValueError, match="EOS row"):
+        aggregate_to_words(att[:4], [0, 1, 1, 1, 2], [0, 1, 1, 2], 3, 3, shift="read")
+    with pytest.raises(ValueError, match="piece pooling"):
+        aggregate_to_words(att, [0, 1, 1, 1, 2], [0, 1, 1, 2], 3, 3, pieces="mean")
+
+
 def test_aggregate_accepts_matrices_without_eos_and_checks_shapes():
     att = np.eye(3)
     # pieces (0, 1) form both the first source word and the first target word: an exact diagonal
-    assert np.allclose(aggregate_to_words(att, [0, 0, 1], [0, 0, 1], 2, 2), [[1.0, 0.0], [0.0, 1.0]])
+    assert np.allclose(aggregate_to_words(att, [0, 0, 1], [0, 0, 1], 2, 2, "sum"), [[1.0, 0.0], [0.0, 1.0]])
     # target row (1, 0, 0) and (0, 1, 0) averaged; source pieces 1 and 2 summed into word 1
-    assert np.allclose(aggregate_to_words(att, [0, 1, 1], [0, 0, 1], 2, 2), [[0.5, 0.5], [0.0, 1.0]])
+    assert np.allclose(aggregate_to_words(att, [0, 1, 1], [0, 0, 1], 2, 2, "sum"), [[0.5, 0.5], [0.0, 1.0]])
     with pytest.raises(ValueError, match="does not match"):
         aggregate_to_words(np.eye(5), [0, 1], [0, 1], 2, 2)
 
