@@ -26,6 +26,7 @@ class Batch:
     tgt_out: Tensor  # (batch, tgt_len) target + EOS
     indices: list[int]  # positions of these examples in the dataset
     total_tgt_tokens: int | None = None  # target tokens of the global batch this is one rank's share of
+    align_target: Tensor | None = None  # (batch, tgt_len, src_len) guided alignment's target attention, or None
 
     @property
     def num_tgt_tokens(self) -> int:
@@ -45,6 +46,7 @@ class Batch:
             self.tgt_out.to(device, non_blocking=True),
             self.indices,
             self.total_tgt_tokens,
+            None if self.align_target is None else self.align_target.to(device, non_blocking=True),
         )
 
 
@@ -58,14 +60,22 @@ def pad(seqs: list[list[int]], prefix: list[int] = (), suffix: list[int] = ()) -
     return out, torch.tensor(lengths, dtype=torch.long)
 
 
-def make_batch(src: list[list[int]], tgt: list[list[int]] | None, indices: list[int]) -> Batch:
+def make_batch(src: list[list[int]], tgt: list[list[int]] | None, indices: list[int],
+               links: list[np.ndarray] | None = None) -> Batch:
+    """Padded tensors of these examples; with ``links`` (guided alignment's (source piece, target piece) pairs per
+    example) also the attention they are pulled towards (`s2s_attn.data.guidance.target_distribution`)."""
     src_t, src_len = pad(src, suffix=[EOS_ID])
     if tgt is None:
         empty = torch.zeros((len(src), 0), dtype=torch.long)
         return Batch(src_t, src_len, empty, empty, indices)
     tgt_in, _ = pad(tgt, prefix=[BOS_ID])
     tgt_out, _ = pad(tgt, suffix=[EOS_ID])
-    return Batch(src_t, src_len, tgt_in, tgt_out, indices)
+    align_target = None
+    if links is not None:
+        from .guidance import target_distribution
+
+        align_target = target_distribution(links, tgt_out.size(1), src_t.size(1))
+    return Batch(src_t, src_len, tgt_in, tgt_out, indices, align_target=align_target)
 
 
 def bucket_batches(
@@ -137,10 +147,13 @@ class BatchIterator:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        links: list[np.ndarray] | None = None,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in a world of {world_size}")
-        self.src, self.tgt = src, tgt
+        if links is not None and len(links) != len(src):
+            raise ValueError(f"{len(links)} guided-alignment link lists for {len(src)} training pairs")
+        self.src, self.tgt, self.links = src, tgt, links
         self.rank, self.world_size, self.skipped_small = rank, world_size, 0
         self.src_lens = np.array([len(s) for s in src])
         self.tgt_lens = np.array([len(t) for t in tgt])
@@ -175,15 +188,19 @@ class BatchIterator:
         self.position += 1
         if self.world_size == 1:
             indices = global_indices.tolist()
-            return self.epoch, self.position, make_batch([self.src[i] for i in indices],
-                                                         [self.tgt[i] for i in indices], indices)
+            return self.epoch, self.position, self._batch(indices)
         if len(global_indices) < self.world_size:  # a rank would get no sentence
             self.skipped_small += 1
             return next(self)
         indices = shard(global_indices, self.rank, self.world_size).tolist()
-        batch = make_batch([self.src[i] for i in indices], [self.tgt[i] for i in indices], indices)
+        batch = self._batch(indices)
         batch.total_tgt_tokens = int((self.tgt_lens[global_indices] + 1).sum())  # + EOS
         return self.epoch, self.position, batch
+
+
+    def _batch(self, indices: list[int]) -> Batch:
+        links = None if self.links is None else [self.links[i] for i in indices]
+        return make_batch([self.src[i] for i in indices], [self.tgt[i] for i in indices], indices, links)
 
 
 def inference_batches(src: list[list[int]], batch_size: int) -> list[list[int]]:

@@ -28,11 +28,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..data.batching import Batch, BatchIterator, inference_batches, make_batch
 from ..data.corpus import prepare_data
+from ..data.guidance import piece_links
 from ..data.tokenizer import PAD_ID, Tokenizer
 from ..decoding.translator import Translator, resolve_device
 from ..evaluation.alignment import AlignmentMonitor
 from ..evaluation.metrics import Scores, score
 from ..fast import FastSettings, accelerate, configure_process
+from ..model.loss import guided_alignment_loss
 from ..model.seq2seq import ModelConfig, Seq2Seq
 from ..outputs import unwritable_dir, write_atomic
 from ..schema import ConfigError, validate
@@ -224,6 +226,7 @@ class Corpus:
     test: tuple[list[str], list[str]]
     tgt_lang: str
     max_src_pieces: int
+    train_links: list[np.ndarray] | None = None  # guided alignment: (source piece, target piece) pairs per pair
 
 
 def load_corpus(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> Corpus:
@@ -236,6 +239,12 @@ def load_corpus(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> Corpus:
     train_src, train_tgt = read_split(data_dir, "train")
     max_src, max_tgt = int(data_cfg.get("max_src_pieces", 200)), int(data_cfg.get("max_tgt_pieces", 200))
     src_ids, tgt_ids = tokenizer.encode_compact(train_src, "src"), tokenizer.encode_compact(train_tgt, "tgt")
+    links = None
+    guided = cfg.get("guided_alignment") or {}
+    if str(guided.get("name", "none")) != "none":  # the aligner's links, carried to pieces (cached)
+        links = piece_links(data_dir, tokenizer, train_src, train_tgt, str(data_cfg.get("src_lang", "")),
+                            str(data_cfg.get("tgt_lang", "")), str(guided.get("symmetrization", "grow-diag-final-and")),
+                            log=log.info)
     del train_src, train_tgt
     keep = [i for i in range(len(src_ids)) if len(src_ids[i]) <= max_src and len(tgt_ids[i]) <= max_tgt]
     if len(keep) < len(src_ids):
@@ -249,10 +258,17 @@ def load_corpus(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> Corpus:
         test=read_split(data_dir, "test"),
         tgt_lang=str(data_cfg.get("tgt_lang", "en")),
         max_src_pieces=max_src,
+        train_links=None if links is None else [links[i] for i in keep],
     )
     log.info("data: %d train, %d valid, %d test pairs (%s)", len(corpus.train_src), len(corpus.valid[0]),
              len(corpus.test[0]), data_dir)
     return corpus
+
+
+def guided_weight(cfg: DictConfig) -> float:
+    """Guided alignment's weight: ``guided_alignment.weight``, or 0 for ``guided_alignment=none``."""
+    guided = cfg.get("guided_alignment") or {}
+    return 0.0 if str(guided.get("name", "none")) == "none" else float(guided.get("weight", 0.05))
 
 
 def model_config_from(cfg: DictConfig, tokenizer: Tokenizer) -> ModelConfig:
@@ -299,8 +315,10 @@ class StepRunner:
 
     def __init__(self, model: Seq2Seq, optimizer: torch.optim.Optimizer, device: torch.device, precision: str,
                  label_smoothing: float, clip_grad: float, max_bad_steps: int = 10,
-                 dist: Distributed | None = None) -> None:
+                 dist: Distributed | None = None, guided_weight: float = 0.0) -> None:
         self.model, self.optimizer, self.clip_grad = model, optimizer, clip_grad  # model: maybe DDP-wrapped
+        self.guided_weight = guided_weight  # guided alignment's weight, for batches with an align_target
+        self.last_guided: float | None = None  # the last step's guided alignment loss per target token
         self.dist = dist or Distributed()
         self.autocast, self.scaler = autocast_context(device, precision)
         self.label_smoothing = label_smoothing
@@ -316,9 +334,15 @@ class StepRunner:
         ranks' gradients, which makes the update that of the global batch's mean loss.
         """
         with self.autocast:  # output layer and loss fused, on the non-padding target positions only
-            loss_sum, _ = self.model(batch.src, batch.src_len, batch.tgt_in, batch.tgt_out, self.label_smoothing)
+            loss_sum, attention = self.model(batch.src, batch.src_len, batch.tgt_in, batch.tgt_out,
+                                             self.label_smoothing)
         n_tokens = batch.loss_tokens
-        loss = loss_sum / n_tokens * self.dist.world_size
+        objective = loss_sum
+        if self.guided_weight and batch.align_target is not None:  # pull the attention towards the links
+            guided = guided_alignment_loss(attention, batch.align_target)
+            objective = loss_sum + self.guided_weight * guided
+            self.last_guided = float(guided.detach()) / n_tokens
+        loss = objective / n_tokens * self.dist.world_size
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -550,7 +574,7 @@ class TrainingRun:
         self.tokenizer = corpus.tokenizer
         self.iterator = BatchIterator(
             corpus.train_src, corpus.train_tgt, tcfg.get("batch_tokens"), tcfg.get("batch_size"),
-            seed=int(tcfg.seed), rank=self.ctx.rank, world_size=self.ctx.world_size,
+            seed=int(tcfg.seed), rank=self.ctx.rank, world_size=self.ctx.world_size, links=corpus.train_links,
         )
         self.eval_batch = int(tcfg.get("eval_batch_size", 128))
         valid_src, valid_tgt = corpus.valid
@@ -560,6 +584,9 @@ class TrainingRun:
                                               int(cfg.get("logger", {}).get("attention_images", 4) or 0))
         self.alignment_monitor = AlignmentMonitor.from_config(cfg.get("alignment"), str(cfg.data.src_lang),
                                                               str(cfg.data.tgt_lang))
+        if self.alignment_monitor is not None and self.ctx.is_main:  # eflomal's AER beside the diagonal (cached)
+            self.alignment_monitor.compute_baseline(corpus.data_dir, str(cfg.data.src_lang), str(cfg.data.tgt_lang),
+                                                    log=log.info)
 
     def _set_up_model(self) -> None:
         """The model, the optimiser and its schedule, and the step runner (DDP, autocast, clipping)."""
@@ -578,7 +605,8 @@ class TrainingRun:
         train_model = wrap_for_training(self.model, ctx, self.device, bool(tcfg.get("compile", False)))
         self.run_step = StepRunner(train_model, self.optimizer, self.device, str(tcfg.precision),
                                    float(tcfg.label_smoothing), float(tcfg.get("clip_grad") or 0.0),
-                                   int(tcfg.get("max_bad_steps", 10) or 0), dist=ctx)
+                                   int(tcfg.get("max_bad_steps", 10) or 0), dist=ctx,
+                                   guided_weight=guided_weight(cfg))
         if ctx.enabled:  # the same weights everywhere, but each rank its own dropout masks
             set_seed(int(tcfg.seed) + 1000 * ctx.rank)
 
@@ -650,6 +678,8 @@ class TrainingRun:
         if alignment is not None:
             for key in ("aer", "precision", "recall", "diagonal_aer"):
                 writer.add_scalar(f"alignment/{key}", alignment[key], step)
+            if "eflomal" in alignment:
+                writer.add_scalar("alignment/eflomal_aer", alignment["eflomal"]["grow-diag-final-and"]["aer"], step)
         improved = scores.bleu > state.best_bleu
         if improved:
             state.best_bleu, state.bad_evals = scores.bleu, 0
@@ -662,6 +692,8 @@ class TrainingRun:
                  "attention_diagonal_share": attn_stats["diagonal_share"] if attn_stats["rows"] else None}
         if alignment is not None:
             entry.update(aer=alignment["aer"], diagonal_aer=alignment["diagonal_aer"])
+            if "eflomal" in alignment:
+                entry.update(eflomal_aer=alignment["eflomal"]["grow-diag-final-and"]["aer"])
         state.history.append(entry)
         log.info(
             f"step {step}: valid loss {nll:.3f} ppl {ppl:.2f} BLEU {scores.bleu:.2f} chrF {scores.chrf:.2f}"
@@ -708,6 +740,8 @@ class TrainingRun:
         writer.add_scalar("train/lr", lr, state.step)
         writer.add_scalar("train/tokens_per_s", tok_s, state.step)
         writer.add_scalar("train/grad_norm", float(grad_norm), state.step)
+        if self.run_step.last_guided is not None:
+            writer.add_scalar("train/guided_alignment", self.run_step.last_guided, state.step)
         if state.window_loss_tokens:
             mean_loss = state.window_loss / state.window_loss_tokens
             state.train_curve.append([state.step, mean_loss])

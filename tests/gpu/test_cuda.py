@@ -31,13 +31,17 @@ def toy_run_config(tmp_path, *overrides: str):
             "logger.attention_images=1", *overrides])
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_a_few_training_steps_on_cuda_learn_with_bf16_autocast_and_in_fp32(tmp_path, precision):
+@pytest.mark.parametrize("precision,guided", [("bf16", "none"), ("fp32", "none"), ("bf16", "eflomal")])
+def test_a_few_training_steps_on_cuda_learn_with_bf16_autocast_and_in_fp32(tmp_path, precision, guided):
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
+    from s2s_attn.data.aligner import eflomal_available
     from s2s_attn.training.trainer import train
 
-    results = train(toy_run_config(tmp_path, f"trainer.precision={precision}"), tmp_path / "run")
+    if guided != "none" and not eflomal_available():
+        pytest.skip("eflomal is not installed (pip install eflomal)")
+    results = train(toy_run_config(tmp_path, f"trainer.precision={precision}", f"guided_alignment={guided}"),
+                    tmp_path / "run")
     assert results["steps"] == 60 and results["skipped_steps"] == 0
     first, last = results["train_loss"][0][1], results["train_loss"][-1][1]
     assert math.isfinite(last) and last < first  # it learned something

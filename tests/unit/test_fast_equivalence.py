@@ -3,7 +3,8 @@
 For each configuration of the grid below (decoder style x input feeding x attention x decoder layers x precision),
 two copies of one model with the same weights see the same batch: the reference model (nothing installed) and the
 model `accelerate` equips, as ``s2s-train`` runs it. They must agree on the loss, the attention, the gradient of
-every parameter, and the greedy and beam-5 outputs and scores, within the tolerances stated once here. Where the
+every parameter (also under guided alignment's extra loss on the attention), and the greedy and beam-5 outputs
+and scores, within the tolerances stated once here. Where the
 fast layer claims nothing, both run the same code and agree exactly; the last test checks that the grid reaches
 every fast path there is.
 """
@@ -13,13 +14,16 @@ from __future__ import annotations
 import copy
 import os
 
+import numpy as np
 import pytest
 import torch
 
+from s2s_attn.data.guidance import target_distribution
 from s2s_attn.decoding.beam import beam_search
 from s2s_attn.decoding.greedy import greedy_decode
 from s2s_attn.fast import Decision, accelerate, kernels
 from s2s_attn.model.attention import ATTENTION_REGISTRY
+from s2s_attn.model.loss import guided_alignment_loss
 from s2s_attn.model.seq2seq import ModelConfig, Seq2Seq
 
 #: per precision, (rtol, atol): ||fast - reference|| <= rtol ||reference|| + atol sqrt(n) for a tensor of n elements
@@ -62,14 +66,28 @@ def _batch(rows: list[list[int]]) -> torch.Tensor:
     return torch.tensor([row + [0] * (width - len(row)) for row in rows])
 
 
-def _train_pass(model: Seq2Seq, precision: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """-> (loss, attention, gradient of every parameter) of one teacher-forced pass, dropout masks from seed 7."""
+def _guided_target() -> torch.Tensor:
+    """Guided alignment's target for the batch: target piece t of each sentence linked to its source pieces t and
+    t + 1 (where they exist), so that rows spread over one or two pieces."""
+    links = []
+    for src, tgt in zip(SOURCES, TARGETS):
+        pairs = [(s, t) for t in range(len(tgt) - 2) for s in (t, t + 1) if s < len(src) - 1]
+        links.append(np.array(pairs, dtype=np.int16).reshape(-1, 2))
+    return target_distribution(links, max(map(len, TARGETS)) - 1, max(map(len, SOURCES)))
+
+
+def _train_pass(model: Seq2Seq, precision: str,
+                guided: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """-> (loss, attention, gradient of every parameter) of one teacher-forced pass, dropout masks from seed 7;
+    ``guided``: the loss with guided alignment's term (weight 0.5)."""
     model.train().zero_grad()
     src, tgt = _batch(SOURCES), _batch(TARGETS)
     src_len = (src != 0).sum(1)
     torch.manual_seed(7)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         loss, attention = model(src, src_len, tgt[:, :-1], tgt[:, 1:], label_smoothing=0.1)
+    if guided:
+        loss = loss + 0.5 * guided_alignment_loss(attention, _guided_target())
     loss.backward()
     return loss.detach(), attention.detach().float(), {name: p.grad for name, p in model.named_parameters()}
 
@@ -82,11 +100,12 @@ def _assert_close(got: torch.Tensor, want: torch.Tensor, precision: str, what: s
     assert error <= allowed, f"{what}: ||fast - reference|| = {error:.2e} > {allowed:.2e} ({precision})"
 
 
+@pytest.mark.parametrize("guided", [False, True], ids=["translation-loss", "guided-alignment"])
 @pytest.mark.parametrize("decoder, feeding, attention, layers, precision", _grid())
-def test_the_fast_paths_train_what_the_reference_model_trains(decoder, feeding, attention, layers, precision):
+def test_the_fast_paths_train_what_the_reference_model_trains(decoder, feeding, attention, layers, precision, guided):
     reference, fast, _ = _models(decoder, feeding, attention, layers)
-    want_loss, want_attention, want_grads = _train_pass(reference, precision)
-    got_loss, got_attention, got_grads = _train_pass(fast, precision)
+    want_loss, want_attention, want_grads = _train_pass(reference, precision, guided)
+    got_loss, got_attention, got_grads = _train_pass(fast, precision, guided)
     _assert_close(got_loss, want_loss, precision, "loss")
     _assert_close(got_attention, want_attention, precision, "attention")
     for name, want in want_grads.items():
