@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..outputs import write_atomic
+from .errors import DataError
 
 Link = tuple[int, int]
 SYMMETRIZATIONS = ("forward", "reverse", "intersection", "union", "grow-diag-final-and")
@@ -40,8 +41,8 @@ _FRENCH_ELISIONS = {"l": "le", "d": "de", "j": "je", "qu": "que", "n": "ne", "s"
 _FRENCH_CONTRACTIONS = {"du": ("de", "le"), "des": ("de", "les"), "au": ("à", "le"), "aux": ("à", "les")}
 
 
-class AlignerMissing(RuntimeError):
-    """eflomal is not installed."""
+class AlignerMissing(DataError):
+    """eflomal is not installed (s2s-train prints the message, what to install, without a traceback)."""
 
 
 def aligner_words(text: str, lang: str = "") -> tuple[list[str], list[tuple[int, int]]]:

@@ -22,8 +22,8 @@ TINY_MODEL = ["model.emb_size=16", "model.encoder_hidden=16", "model.decoder_hid
               "attention.size=16", "trainer.device=cpu", "logger.attention_images=0"]
 
 
-def s2s_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HYDRA_FULL_ERROR": "0"}
+def s2s_train(tmp_path: Path, *overrides: str, pythonpath: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*pythonpath, str(REPO_ROOT)]), "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
         [sys.executable, "-m", "s2s_attn.cli.train", *TINY_MODEL, "trainer.threads=1",
          f"data.cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/run", *overrides],
@@ -120,6 +120,16 @@ def test_a_vocabulary_too_small_for_the_characters_stops_naming_the_setting(tmp_
 
 
 # ---- s2s-train: the run goes on, and says what it skipped ----------------------------------------------
+
+
+def test_guided_alignment_without_eflomal_says_what_to_install(tmp_path):
+    hidden = tmp_path / "no_eflomal"
+    hidden.mkdir()
+    (hidden / "eflomal.py").write_text("raise ImportError('eflomal hidden for this test')\n")
+    result = s2s_train(tmp_path, *tsv_corpus(tmp_path / "data", b"\n".join(good_tsv_lines()) + b"\n"),
+                       "guided_alignment=eflomal", "trainer.max_steps=1", "data.spm.vocab_size=60",
+                       pythonpath=(str(hidden),))
+    assert_clear_failure(result, "eflomal is not installed", "pip install eflomal")
 
 
 def test_invalid_utf8_wrong_tabs_and_a_vocabulary_larger_than_the_corpus_allows_are_skipped_and_counted(tmp_path):
