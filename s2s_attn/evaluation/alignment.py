@@ -712,15 +712,7 @@ class AlignmentMonitor:
             log(f"no eflomal baseline for alignment={self.name}: {error}")
             return
         log(f"alignment={self.name}: eflomal's AER " + ", ".join(f"{how} {row['aer']:.3f}"
-                                                                 for how, row in self.aligner_rows.items())
-            + f" (diagonal {self._diagonal_aer():.3f})")
-
-    def _diagonal_aer(self) -> float:
-        counts, empty = AlignmentCounts(), Gold(set(), set())
-        for i, (src, tgt) in enumerate(zip(self.src_lines, self.tgt_lines)):
-            g = self.gold.get(i, empty)
-            counts.add(diagonal_alignment(len(src.split()), len(tgt.split())), g.sure, g.possible)
-        return counts.scores()[0]
+                                                                 for how, row in self.aligner_rows.items()))
 
     def __call__(self, model, tokenizer, device, batch_size: int = 64) -> dict:
         """`evaluate_alignment` of the model as it is now (its train/eval mode is kept), with the eflomal rows
