@@ -61,16 +61,16 @@ def input_script_converter(data_cfg: Mapping[str, Any]) -> Callable[[str], str] 
     return opencc.OpenCC("t2s").convert
 
 
-def convert_script(data_cfg: Mapping[str, Any], splits: dict[str, list[Pair]], log: Callable[[str], None]) -> int:
-    """Apply ``data.zh_script`` to every split in place; return the number of converted pairs."""
+def script_sides(data_cfg: Mapping[str, Any]) -> tuple[int, ...]:
+    """The sides (0 source, 1 target) whose Chinese text ``data.zh_script`` converts to simplified script."""
     script, sides = zh_script(data_cfg), chinese_sides(data_cfg)
     if script not in ZH_SCRIPTS:
         raise DataError(f"unknown data.zh_script={script!r}; valid: {', '.join(ZH_SCRIPTS)}")
     if script == "keep" or not sides:
-        return 0
-    total = 0
-    for split, pairs in splits.items():
-        splits[split], changed = to_simplified(pairs, sides)
-        total += changed
-    log(f"Chinese script: {total:,} pairs converted from traditional to simplified characters (OpenCC t2s)")
-    return total
+        return ()
+    try:
+        import opencc  # noqa: F401
+    except ImportError as error:  # a dependency of the package; only a broken install lacks it
+        raise DataError("data.zh_script=simplified needs the 'opencc' package (pip install opencc); "
+                        "or set data.zh_script=keep to leave the Chinese text as it is") from error
+    return sides

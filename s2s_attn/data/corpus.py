@@ -4,12 +4,17 @@ The pipeline, whatever the format (`s2s_attn.data.formats`)::
 
     format.sources -> format.build (read, normalise, filter, deduplicate, split) -> six text files + manifest.json
 
+The tsv and parallel formats stream (`s2s_attn.data.stream`), so preparation needs memory for a few chunks of
+lines and 16 bytes of hashes per pair, whatever the corpus size. The training split is then encoded once into a
+memory-mapped token store (`s2s_attn.data.store`) beside the SentencePiece models.
+
 The pieces live by concern: normalisation in `text`, the readers in `readers`, filtering and the grouped split in
 `split`, Chinese script conversion in `chinese`, the cache and its manifest in `cache`.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -17,10 +22,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .cache import PREPARE_VERSION, cache_key, cached_manifest, s2s_version, sha256_file, write_manifest, write_splits
+from .cache import PREPARE_VERSION, cache_key, cached_manifest, s2s_version, sha256_file, write_manifest
 from .errors import DataError
 from .formats import corpus_format, require
-from .split import count_sources_in
+from .stream import disk_full_error
 
 
 def prepare_data(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> Path:
@@ -47,7 +52,8 @@ def prepare_data(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> 
     that a missing TSV corpus with `download` set is fetched into it by `download.download_tatoeba`;
     a corpus that is present never causes network access.
 
-    `log` receives human-readable progress lines. Raises DataError for missing or unusable data.
+    `log` receives human-readable progress lines. Raises DataError for missing or unusable data, and for a disk
+    that fills up.
     """
     form = corpus_format(cfg)
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(require(cfg, "name")))
@@ -72,13 +78,14 @@ def prepare_data(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> 
             "directory."
         ) from None
 
-    splits, counts = form.build(cfg, sources, out_dir, log)
-    write_splits(out_dir, splits)
-    counts["pairs"] = {split: len(splits[split]) for split in ("train", "valid", "test")}
-    counts["valid_sources_in_train"] = count_sources_in(splits["valid"], splits["train"])
-    counts["test_sources_in_train"] = count_sources_in(splits["test"], splits["train"])
-    if form.grouped_split and counts["test_sources_in_train"]:
-        raise RuntimeError("split_grouped leaked test sources into train; this is a bug")
+    for stale in out_dir.glob(".*.tmp"):  # left by a killed preparation
+        stale.unlink()
+    try:
+        counts = form.build(cfg, sources, out_dir, log)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full_error(out_dir, error) from None
+        raise
     sizes = counts["pairs"]
     log(
         f"split: train {sizes['train']:,} / valid {sizes['valid']:,} / test {sizes['test']:,} pairs; "

@@ -550,7 +550,8 @@ class EchoFormat(formats.CorpusFormat):
 
     def build(self, cfg, sources, out_dir, log):
         pairs = [(word, word) for word in sources[0].read_text(encoding="utf-8").split()]
-        return {"train": pairs[:-2], "valid": pairs[-2:-1], "test": pairs[-1:]}, {"read": len(pairs)}
+        splits = {"train": pairs[:-2], "valid": pairs[-2:-1], "test": pairs[-1:]}
+        return formats.write_pairs(out_dir, splits, {"read": len(pairs)})
 
 
 def test_a_new_format_is_one_registered_class_and_gets_the_cache_and_manifest(
