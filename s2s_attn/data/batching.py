@@ -9,6 +9,7 @@ reproducible and resumable from (epoch, batch index).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,14 +51,18 @@ class Batch:
         )
 
 
-def pad(seqs: list[list[int]], prefix: list[int] = (), suffix: list[int] = ()) -> tuple[Tensor, Tensor]:
-    """Pad id lists into (batch, max_len) with PAD_ID; return the tensor and the true lengths."""
+def pad(seqs: Sequence[Sequence[int]], prefix: Sequence[int] = (), suffix: Sequence[int] = ()
+        ) -> tuple[Tensor, Tensor]:
+    """Pad id sequences (lists or arrays) into (batch, max_len) with PAD_ID; return the tensor and the true
+    lengths."""
     lengths = [len(prefix) + len(s) + len(suffix) for s in seqs]
-    out = torch.full((len(seqs), max(lengths)), PAD_ID, dtype=torch.long)
+    out = np.full((len(seqs), max(lengths)), PAD_ID, dtype=np.int64)  # (batch, max_len)
+    start = len(prefix)
     for i, s in enumerate(seqs):
-        row = list(prefix) + list(s) + list(suffix)
-        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return out, torch.tensor(lengths, dtype=torch.long)
+        out[i, :start] = prefix
+        out[i, start : start + len(s)] = s
+        out[i, start + len(s) : lengths[i]] = suffix
+    return torch.from_numpy(out), torch.tensor(lengths, dtype=torch.long)
 
 
 def make_batch(src: list[list[int]], tgt: list[list[int]] | None, indices: list[int],
@@ -98,23 +103,26 @@ def bucket_batches(
             raise ValueError(f"trainer.{name} must be positive, got {value}")
     rng = np.random.default_rng(seed)
     n = len(src_lens)
-    lengths = np.maximum(src_lens + 1, tgt_lens + 1)  # +1: EOS / BOS
+    lengths = np.maximum(np.asarray(src_lens, dtype=np.int32), np.asarray(tgt_lens, dtype=np.int32)) + 1  # EOS/BOS
     tie_break = rng.random(n) if shuffle else np.arange(n)
     order = np.lexsort((tie_break, lengths))  # by length, ties at random
+    if n < 1 << 31:
+        order = order.astype(np.int32)  # what the batches keep: 4 bytes a sentence
+    ordered = lengths[order]  # non-decreasing: a batch's longest sentence is its last
     batches: list[np.ndarray] = []
     start = 0
-    while start < n:
-        end, longest = start, 0
-        while end < n:
-            longest_next = max(longest, int(lengths[order[end]]))
-            size_next = end - start + 1
-            if batch_size and size_next > batch_size:
-                break
-            if batch_tokens and size_next * longest_next > batch_tokens and end > start:
-                break
-            longest, end = longest_next, end + 1
-        batches.append(order[start:end])
-        start = end
+    while start < n:  # one batch at a time: the longest prefix of the rest within both caps (at least one)
+        size = n - start
+        if batch_size:
+            size = min(size, batch_size)
+        if batch_tokens:
+            size = min(size, max(1, batch_tokens // int(ordered[start])))  # later sentences are no shorter
+            fits = np.arange(2, size + 1) * ordered[start + 1 : start + size] <= batch_tokens
+            too_many = np.flatnonzero(~fits)
+            if len(too_many):
+                size = int(too_many[0]) + 1
+        batches.append(order[start : start + size])
+        start += size
     if shuffle:
         rng.shuffle(batches)
     return batches
@@ -140,8 +148,8 @@ class BatchIterator:
 
     def __init__(
         self,
-        src: list[list[int]],
-        tgt: list[list[int]],
+        src: Sequence[Sequence[int]],
+        tgt: Sequence[Sequence[int]],
         batch_tokens: int | None,
         batch_size: int | None,
         seed: int,
@@ -155,8 +163,12 @@ class BatchIterator:
             raise ValueError(f"{len(links)} guided-alignment link lists for {len(src)} training pairs")
         self.src, self.tgt, self.links = src, tgt, links
         self.rank, self.world_size, self.skipped_small = rank, world_size, 0
-        self.src_lens = np.array([len(s) for s in src])
-        self.tgt_lens = np.array([len(t) for t in tgt])
+        # a `s2s_attn.data.store.TokenColumn` knows its lengths; lists are measured
+        self.src_lens = getattr(src, "lengths", None)
+        self.tgt_lens = getattr(tgt, "lengths", None)
+        if self.src_lens is None or self.tgt_lens is None:
+            self.src_lens = np.array([len(s) for s in src], dtype=np.int64)
+            self.tgt_lens = np.array([len(t) for t in tgt], dtype=np.int64)
         self.batch_tokens, self.batch_size, self.seed = batch_tokens, batch_size, seed
         self.epoch, self.position = 0, 0
         self._batches = self._epoch_batches(0)
@@ -194,7 +206,7 @@ class BatchIterator:
             return next(self)
         indices = shard(global_indices, self.rank, self.world_size).tolist()
         batch = self._batch(indices)
-        batch.total_tgt_tokens = int((self.tgt_lens[global_indices] + 1).sum())  # + EOS
+        batch.total_tgt_tokens = int((self.tgt_lens[global_indices].astype(np.int64) + 1).sum())  # + EOS
         return self.epoch, self.position, batch
 
 

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
-from array import array
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
+
+from .stream import release_freed_memory
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 #: A pruned vocabulary's size is rounded up to a multiple of this with pieces the text does not use: the
@@ -95,6 +97,18 @@ class PieceSubset:
         return [self.kept[i] for i in ids]
 
 
+def kept_pieces(counts: Any) -> list[int]:
+    """A pruned vocabulary from the number of times each SentencePiece id occurs in the training text: the used
+    pieces and the specials, rounded up to a multiple of `VOCAB_MULTIPLE` with the most frequent unused pieces
+    (SentencePiece numbers pieces from the most frequent), ascending."""
+    size = len(counts)
+    pieces = set(range(EOS_ID + 1)) | {i for i in range(size) if counts[i] > 0}
+    unused = (i for i in range(size) if i not in pieces)
+    for _ in range(min(-len(pieces) % VOCAB_MULTIPLE, size - len(pieces))):
+        pieces.add(next(unused))
+    return sorted(pieces)
+
+
 class Tokenizer:
     """Source and target SentencePiece processors (the same one when the vocabulary is joint), and, with
     ``src_kept`` / ``tgt_kept``, each side's vocabulary as a subset of its model's pieces (see the module
@@ -124,14 +138,6 @@ class Tokenizer:
         encoded = model.encode(lines)
         return encoded if subset is None else [subset.encode(ids) for ids in encoded]
 
-    def encode_compact(self, lines: list[str], side: str = "src", chunk: int = 8192) -> list[array]:
-        """Encode many lines (a training corpus) into int32 arrays, ``chunk`` lines at a time: 4 bytes
-        per id instead of a list slot and an int object, for a fraction of the memory."""
-        compact: list[array] = []
-        for start in range(0, len(lines), chunk):
-            compact.extend(array("i", ids) for ids in self._encode(lines[start : start + chunk], side))
-        return compact
-
     def encode_src(self, lines: list[str]) -> list[list[int]]:
         return self._encode(lines, "src")
 
@@ -157,8 +163,13 @@ class Tokenizer:
         return self._pieces_of(ids, "tgt")
 
     @classmethod
-    def train_or_load(cls, data_dir: Path, spm_cfg: Mapping[str, Any], log=print) -> Tokenizer:
-        """Train on ``data_dir/train.{src,tgt}`` (cached in ``data_dir``) or load the cached models."""
+    def train_or_load(cls, data_dir: Path, spm_cfg: Mapping[str, Any], log=print, workers: int | None = None
+                      ) -> Tokenizer:
+        """Train on ``data_dir/train.{src,tgt}`` (cached in ``data_dir``) or load the cached models.
+
+        With ``prune_unused`` (the default) the vocabularies are cut to the pieces of the training text, listed in
+        the cache's ``used_pieces.json``; they are counted while the training split is encoded into its token
+        store (`s2s_attn.data.store.build_store`, with ``workers`` threads), so the text is encoded once."""
         settings = {
             "model_type": str(spm_cfg.get("model_type", "bpe")),
             "vocab_size": int(spm_cfg.get("vocab_size", 8000)),
@@ -174,25 +185,29 @@ class Tokenizer:
             if settings[key] is not None and int(settings[key]) <= 0:
                 raise ValueError(f"data.spm.{key} must be a positive number, got {settings[key]}")
         prune = bool(spm_cfg.get("prune_unused", True))
+        workers = workers or os.cpu_count() or 1
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         cache = Path(data_dir) / f"spm-{key}"
         src_file, tgt_file = cache / "src.model", cache / "tgt.model"
         if src_file.exists() and tgt_file.exists():
             log(f"using cached SentencePiece models in {cache}")
             tok = cls(src_file.read_bytes(), tgt_file.read_bytes())
-            return tok.pruned(data_dir, cache, log) if prune else tok
+            return tok.pruned(data_dir, cache, workers, log) if prune else tok
 
-        def read(side: str) -> list[str]:
-            return (Path(data_dir) / f"train.{side}").read_text(encoding="utf-8").splitlines()
+        def read(side: str) -> Iterable[str]:  # streamed: SentencePiece samples what it trains on
+            with open(Path(data_dir) / f"train.{side}", encoding="utf-8", newline="\n") as f:
+                yield from (line.rstrip("\n") for line in f)
 
         log(f"training SentencePiece ({settings['model_type']}, "
             f"{'joint' if settings['joint'] else 'separate'} vocabulary) on the train split ...")
         common = (settings["model_type"], settings["character_coverage"], settings["seed"])
         if settings["joint"]:
-            src_proto = tgt_proto = _train_model(read("src") + read("tgt"), settings["vocab_size"], *common)
+            src_proto = tgt_proto = _train_model(itertools.chain(read("src"), read("tgt")), settings["vocab_size"],
+                                                 *common)
         else:
             src_proto = _train_model(read("src"), int(settings["src_vocab_size"] or settings["vocab_size"]), *common)
             tgt_proto = _train_model(read("tgt"), int(settings["tgt_vocab_size"] or settings["vocab_size"]), *common)
+        release_freed_memory()  # the trainer's heap, before the encoding pass needs its own
         cache.mkdir(parents=True, exist_ok=True)
         for path, proto in ((src_file, src_proto), (tgt_file, tgt_proto)):
             tmp = path.with_suffix(".tmp")
@@ -207,11 +222,14 @@ class Tokenizer:
             if size < asked:
                 log(f"note: the {side} vocabulary has {size} pieces, fewer than the {asked} of data.spm: the "
                     "training text does not support more")
-        return tok.pruned(data_dir, cache, log) if prune else tok
+        return tok.pruned(data_dir, cache, workers, log) if prune else tok
 
-    def pruned(self, data_dir: Path, cache: Path, log=print) -> Tokenizer:
+    def pruned(self, data_dir: Path, cache: Path, workers: int, log=print) -> Tokenizer:
         """This tokenizer with each side's vocabulary cut to the pieces of its training text
-        (``data_dir/train.{src,tgt}``), the lists cached in ``cache/used_pieces.json``."""
+        (``data_dir/train.{src,tgt}``), the lists cached in ``cache/used_pieces.json``. When they are not cached
+        yet, the training split is encoded into its token store and the pieces are counted on the way."""
+        from .store import build_store
+
         used_file = cache / "used_pieces.json"
         try:
             used = json.loads(used_file.read_text())
@@ -221,21 +239,12 @@ class Tokenizer:
             pass
         except (ValueError, KeyError, TypeError, IndexError):  # a damaged cache file: count the pieces again
             log(f"{used_file} is damaged; listing the used pieces again")
-        used = {"multiple": VOCAB_MULTIPLE}
-        for side in ("src", "tgt"):
-            model, _ = self._side(side)
-            lines = (Path(data_dir) / f"train.{side}").read_text(encoding="utf-8").splitlines()
-            pieces = set(range(EOS_ID + 1))
-            for ids in model.encode(lines):
-                pieces.update(ids)
-            unused = (i for i in range(model.get_piece_size()) if i not in pieces)  # most frequent first
-            for _ in range(min(-len(pieces) % VOCAB_MULTIPLE, model.get_piece_size() - len(pieces))):
-                pieces.add(next(unused))
-            used[side] = sorted(pieces)
+        _, tok = build_store(Path(data_dir), self, workers, log, prune=True)
+        used = {"multiple": VOCAB_MULTIPLE, "src": tok.src_subset.kept, "tgt": tok.tgt_subset.kept}
         tmp = used_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(used))
         os.replace(tmp, used_file)
         log(f"vocabularies from the training text: source {len(used['src'])} of {self.src.get_piece_size()} "
             f"pieces, target {len(used['tgt'])} of {self.tgt.get_piece_size()} (with the specials, rounded up to a "
             f"multiple of {VOCAB_MULTIPLE})")
-        return Tokenizer(self.src_proto, self.tgt_proto, used["src"], used["tgt"])
+        return tok

@@ -29,6 +29,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ..data.batching import Batch, BatchIterator, inference_batches, make_batch
 from ..data.corpus import prepare_data
 from ..data.guidance import piece_links
+from ..data.store import open_store
+from ..data.stream import release_freed_memory, resolve_workers
 from ..data.tokenizer import PAD_ID, Tokenizer
 from ..decoding.translator import Translator, resolve_device
 from ..evaluation.alignment import AlignmentMonitor
@@ -220,8 +222,8 @@ class Corpus:
 
     data_dir: Path
     tokenizer: Tokenizer
-    train_src: list[Sequence[int]]  # int32 arrays (Tokenizer.encode_compact)
-    train_tgt: list[Sequence[int]]
+    train_src: Sequence[Sequence[int]]  # a TokenColumn: sentences mapped from the token store
+    train_tgt: Sequence[Sequence[int]]
     valid: tuple[list[str], list[str]]
     test: tuple[list[str], list[str]]
     tgt_lang: str
@@ -231,34 +233,40 @@ class Corpus:
 
 def load_corpus(cfg: DictConfig, tokenizer: Tokenizer | None = None) -> Corpus:
     """Prepare the data (cached), train or load SentencePiece (unless ``tokenizer`` is given: a resumed
-    run keeps the one its checkpoint was trained with), encode the training pairs."""
+    run keeps the one its checkpoint was trained with), map the training pairs' ids from the token store
+    (encoded once, `s2s_attn.data.store`)."""
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_dir = prepare_data(data_cfg, log=log.info)
+    workers = resolve_workers(data_cfg.get("workers"))
     if tokenizer is None:
-        tokenizer = Tokenizer.train_or_load(data_dir, data_cfg.get("spm", {}), log=log.info)
-    train_src, train_tgt = read_split(data_dir, "train")
+        tokenizer = Tokenizer.train_or_load(data_dir, data_cfg.get("spm", {}), log=log.info, workers=workers)
+    store = open_store(data_dir, tokenizer, workers, log=log.info)
+    release_freed_memory()
     max_src, max_tgt = int(data_cfg.get("max_src_pieces", 200)), int(data_cfg.get("max_tgt_pieces", 200))
-    src_ids, tgt_ids = tokenizer.encode_compact(train_src, "src"), tokenizer.encode_compact(train_tgt, "tgt")
     links = None
     guided = cfg.get("guided_alignment") or {}
     if str(guided.get("name", "none")) != "none":  # the aligner's links, carried to pieces (cached)
+        train_src, train_tgt = read_split(data_dir, "train")
         links = piece_links(data_dir, tokenizer, train_src, train_tgt, str(data_cfg.get("src_lang", "")),
                             str(data_cfg.get("tgt_lang", "")), str(guided.get("symmetrization", "grow-diag-final-and")),
                             log=log.info)
-    del train_src, train_tgt
-    keep = [i for i in range(len(src_ids)) if len(src_ids[i]) <= max_src and len(tgt_ids[i]) <= max_tgt]
-    if len(keep) < len(src_ids):
-        log.info("skipped %d training pairs longer than %d/%d pieces", len(src_ids) - len(keep), max_src, max_tgt)
+        del train_src, train_tgt
+    train_src, train_tgt = store.src, store.tgt
+    keep = np.flatnonzero((store.src.lengths <= max_src) & (store.tgt.lengths <= max_tgt)).astype(np.int32)
+    if len(keep) < len(store):
+        log.info("skipped %d training pairs longer than %d/%d pieces", len(store) - len(keep), max_src, max_tgt)
+        train_src, train_tgt = store.src.select(keep), store.tgt.select(keep)
+        links = None if links is None else [links[i] for i in keep]
     corpus = Corpus(
         data_dir=data_dir,
         tokenizer=tokenizer,
-        train_src=[src_ids[i] for i in keep],
-        train_tgt=[tgt_ids[i] for i in keep],
+        train_src=train_src,
+        train_tgt=train_tgt,
         valid=read_split(data_dir, "valid"),
         test=read_split(data_dir, "test"),
         tgt_lang=str(data_cfg.get("tgt_lang", "en")),
         max_src_pieces=max_src,
-        train_links=None if links is None else [links[i] for i in keep],
+        train_links=links,
     )
     log.info("data: %d train, %d valid, %d test pairs (%s)", len(corpus.train_src), len(corpus.valid[0]),
              len(corpus.test[0]), data_dir)
