@@ -160,9 +160,9 @@ def _decoder_names() -> Iterable[str]:
 
 
 def _download_names() -> Iterable[str]:
-    from .data.download import ARCHIVES
+    from .data.download import ARCHIVES, PARALLEL_CORPORA
 
-    return ARCHIVES
+    return [*ARCHIVES, *PARALLEL_CORPORA]
 
 
 def _format_names() -> Iterable[str]:
@@ -191,6 +191,7 @@ class DataSchema:
     format: str = setting(MISSING, OneOf("a registered data format", names=_format_names))
     root: str = setting("data", Text("the directory that holds the corpora"))
     cache_dir: str = setting("data/cache", Text("a writable directory"))
+    workers: int | None = setting(None, at_least(1, "null (every core) or a whole number"))
     src_lang: str = setting("src", Text("a language code"))
     tgt_lang: str = setting("tgt", Text("a language code"))
     # tsv
@@ -200,7 +201,7 @@ class DataSchema:
     tgt_column: int = setting(1, at_least(0))
     zh_script: str = setting("simplified", OneOf("simplified or keep", words=("simplified", "keep")))
     # parallel
-    train: str | None = setting(None, Text("a file prefix"))
+    train: Any = setting(None, Text("a file prefix, or a list of them"))  # each item of a list is checked
     valid: str | None = setting(None, Text("a file prefix"))
     test: str | None = setting(None, Text("a file prefix"))
     # toy
