@@ -629,7 +629,7 @@ def aligner_baseline(
     return result
 
 
-def run_training_text(config: Mapping, log=print) -> tuple[list[str], list[str], str, str, str]:
+def run_training_text(config: Mapping) -> tuple[list[str], list[str], str, str, str]:
     """The training text of a run from its saved config: (source lines, target lines, source language, target
     language, the prepared data's directory). DataError where the run's corpus is not on this machine."""
     from ..data.corpus import prepare_data
