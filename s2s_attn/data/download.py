@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -136,27 +136,35 @@ def _find_member(archive: zipfile.ZipFile, member: str, url: str) -> zipfile.Zip
     return info
 
 
+@contextlib.contextmanager
+def _atomic_file(target: Path) -> Iterator[BinaryIO]:
+    """A file to write `target` through: a temporary file beside it, synced and renamed into place when the block
+    ends without an error, removed otherwise."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def _extract_member(part: Path, member: str, url: str, target: Path) -> int:
     """Copy `member` from the zip at `part` to `target` atomically; return its size in bytes."""
     try:
         with zipfile.ZipFile(part) as archive:
             info = _find_member(archive, member, url)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-            try:
-                size = 0
-                with archive.open(info) as src, os.fdopen(fd, "wb") as out:
-                    while chunk := src.read(CHUNK_BYTES):
-                        size += len(chunk)
-                        if size > MAX_MEMBER_BYTES:
-                            raise DataError(f"member {member} of {url} is larger than it claims; refused.")
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+            size = 0
+            with archive.open(info) as src, _atomic_file(target) as out:
+                while chunk := src.read(CHUNK_BYTES):
+                    size += len(chunk)
+                    if size > MAX_MEMBER_BYTES:
+                        raise DataError(f"member {member} of {url} is larger than it claims; refused.")
+                    out.write(chunk)
     except zipfile.BadZipFile as e:
         raise DataError(
             f"{url} did not give a valid zip archive ({e}). Download it by hand, extract {member} and save "
@@ -446,30 +454,21 @@ def _check_tar_member(info: tarfile.TarInfo, url: str) -> None:
 def _write_tar_member(tar: tarfile.TarFile, info: tarfile.TarInfo, member: TarMember, target: Path,
                       url: str) -> int:
     """Write `info`'s content (gunzipped if `member` is .gz) to `target` atomically; return its size."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            src = tar.extractfile(info)
-            assert src is not None  # a regular file, checked by _check_tar_member
-            with contextlib.ExitStack() as stack:
-                if member.name.endswith(".gz"):
-                    src = stack.enter_context(gzip.GzipFile(fileobj=src, mode="rb"))
-                try:
-                    size = _copy(src, out, limit=MAX_TAR_MEMBER_BYTES)
-                except ValueError as e:
-                    raise DataError(f"member {info.name} of {url} decompresses to {e}; refused.") from None
-                except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-                    raise DataError(
-                        f"member {info.name} of {url} is not valid gzip data ({e or 'truncated'}). Run again "
-                        f"to download the archive afresh."
-                    ) from None
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with _atomic_file(target) as out:
+        src = tar.extractfile(info)
+        assert src is not None  # a regular file, checked by _check_tar_member
+        with contextlib.ExitStack() as stack:
+            if member.name.endswith(".gz"):
+                src = stack.enter_context(gzip.GzipFile(fileobj=src, mode="rb"))
+            try:
+                size = _copy(src, out, limit=MAX_TAR_MEMBER_BYTES)
+            except ValueError as e:
+                raise DataError(f"member {info.name} of {url} decompresses to {e}; refused.") from None
+            except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+                raise DataError(
+                    f"member {info.name} of {url} is not valid gzip data ({e or 'truncated'}). Run again "
+                    f"to download the archive afresh."
+                ) from None
     return size
 
 
