@@ -10,6 +10,7 @@ import pytest
 
 from s2s_attn.cli.align_eval import main as align_eval
 from s2s_attn.data import aligner
+from s2s_attn.data.synthetic import toy_alignment
 from s2s_attn.training.trainer import train
 
 from ..conftest import write_reversal_gold
@@ -28,8 +29,17 @@ def _attention_aer(run_dir, data_dir, capsys) -> float:
     return scores(capsys.readouterr().out)["attention"][0]
 
 
+def _reversal_links(src_words, tgt_words, samplers=3):
+    """The toy reversal's true links in both directions, standing in for eflomal's: eflomal seeds its sampler from
+    /dev/urandom, and on a 20-letter toy its links, and so what the guided model learns, vary from run to run
+    (eflomal itself is tested in tests/unit/test_aligner.py)."""
+    links = [set(toy_alignment(" ".join(words), "reverse")) if words else set() for words in src_words]
+    return links, [set(pair) for pair in links]
+
+
 @pytest.mark.slow
-def test_guidance_pulls_the_attention_onto_the_aligners_links(tmp_path, capsys, caplog):
+def test_guidance_pulls_the_attention_onto_the_aligners_links(tmp_path, capsys, caplog, monkeypatch):
+    monkeypatch.setattr(aligner, "align_words", _reversal_links)
     aer = {}
     for guided in ("none", "eflomal"):
         extra = ["guided_alignment.weight=1.0"] if guided != "none" else []
@@ -49,7 +59,7 @@ def test_guidance_pulls_the_attention_onto_the_aligners_links(tmp_path, capsys, 
     assert history["steps"] == STEPS
     # the reversal's anti-diagonal: guided, the attention has it after 150 steps; unguided, still on the plateau
     assert aer["eflomal"] < 0.25, aer
-    assert aer["none"] > aer["eflomal"] + 0.25, aer  # measured: 0.55 against 0.16
+    assert aer["none"] > aer["eflomal"] + 0.25, aer  # measured: 0.55 against 0.09
 
 
 @pytest.mark.slow
