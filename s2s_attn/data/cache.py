@@ -37,6 +37,18 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def files_unchanged(directory: Path, sha256: Mapping[str, Any], sizes: Mapping[str, Any] | None = None) -> bool:
+    """Whether every file named in ``sha256`` is in ``directory`` with that recorded sha256 (and the recorded size,
+    where ``sizes`` gives one: a cheaper check, made first)."""
+    for name, digest in sha256.items():
+        path = directory / name
+        if not path.is_file() or (sizes is not None and path.stat().st_size != sizes.get(name)):
+            return False
+        if sha256_file(path) != digest:
+            return False
+    return True
+
+
 def plain(value: Any) -> Any:
     """Turn OmegaConf containers (or any Mapping/sequence) into plain JSON-ready dicts and lists."""
     if isinstance(value, Mapping):
@@ -65,11 +77,7 @@ def cached_manifest(out_dir: Path, key: str) -> dict[str, Any] | None:
     if not isinstance(manifest, dict) or manifest.get("cache_key") != key:
         return None
     files = manifest.get("files", {})
-    for name in SPLIT_FILES:
-        path = out_dir / name
-        if not path.is_file() or files.get(name) != sha256_file(path):
-            return None
-    return manifest
+    return manifest if files_unchanged(out_dir, {name: files.get(name) for name in SPLIT_FILES}) else None
 
 
 def _read_lines(path: Path) -> list[str]:

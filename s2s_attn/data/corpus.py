@@ -14,7 +14,6 @@ The pieces live by concern: normalisation in `text`, the readers in `readers`, f
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import PREPARE_VERSION, cache_key, cached_manifest, s2s_version, sha256_file, write_manifest
-from .errors import DataError
+from .errors import DataError, is_no_space
 from .formats import corpus_format, require
 from .stream import disk_full_error
 
@@ -83,7 +82,7 @@ def prepare_data(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> 
     try:
         counts = form.build(cfg, sources, out_dir, log)
     except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_no_space(error):
             raise disk_full_error(out_dir, error) from None
         raise
     sizes = counts["pairs"]

@@ -19,11 +19,9 @@ manythings.org rejects urllib's default User-Agent, so a browser-like one is sen
 from __future__ import annotations
 
 import contextlib
-import errno
 import gzip
 import hashlib
 import os
-import shutil
 import stat
 import tarfile
 import tempfile
@@ -36,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from s2s_attn.data.errors import DataError
+from s2s_attn.data.errors import DataError, free_bytes, human_bytes, is_no_space, no_space_error
 
 
 @dataclass(frozen=True)
@@ -346,35 +344,11 @@ MAX_TAR_MEMBER_BYTES = 16 << 30
 PROGRESS_STEP_BYTES = 256 << 20  # without Content-Length, a progress line every this many bytes
 
 
-def _human(n: float) -> str:
-    """A byte count for people: 512 B, 1.2 MB, 3.4 GB."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
-def _free_bytes(directory: Path) -> int | None:
-    with contextlib.suppress(OSError):
-        return shutil.disk_usage(directory).free
-    return None
-
-
 def _no_space(directory: Path, needed: int | None, corpus: ParallelCorpus) -> DataError:
-    """The DataError for a full disk: where, how much is free, how much is needed, and what to do."""
-    free = _free_bytes(directory)
-    have = f"{_human(free)} free" if free is not None else "free space unknown"
-    what = f"this file needs about {_human(needed)}, " if needed else ""
-    return DataError(
-        f"no space left on the disk holding {directory} ({have}): {what}the {corpus.title} needs about "
-        f"{corpus.disk_gb:g} GB in all. Free some space, or set S2S_DATA_DIR (or data.root=...) to a "
-        f"directory on a larger disk."
-    )
-
-
-def _is_no_space(error: OSError) -> bool:
-    return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    """The DataError for a full disk (`no_space_error`), with what this file and the whole corpus need."""
+    what = f"this file needs about {human_bytes(needed)}, " if needed else ""
+    return no_space_error(directory, f"{what}the {corpus.title} needs about {corpus.disk_gb:g} GB in all",
+                          "set S2S_DATA_DIR (or data.root=...) to a directory on a larger disk")
 
 
 def _copy(src: BinaryIO, out: BinaryIO, limit: int | None = None, digest: Any = None,
@@ -384,7 +358,7 @@ def _copy(src: BinaryIO, out: BinaryIO, limit: int | None = None, digest: Any = 
     while chunk := src.read(CHUNK_BYTES):
         size += len(chunk)
         if limit is not None and size > limit:
-            raise ValueError(f"more than {_human(limit)}")
+            raise ValueError(f"more than {human_bytes(limit)}")
         out.write(chunk)
         if digest is not None:
             digest.update(chunk)
@@ -404,8 +378,8 @@ def _progress(url: str, total: int | None, log: Callable[[str], None]) -> Callab
         if received < next_at:
             return
         next_at = (received // step + 1) * step
-        of = f" / {_human(total)} ({100 * received // total}%)" if total else ""
-        log(f"  {name}: {_human(received)}{of}")
+        of = f" / {human_bytes(total)} ({100 * received // total}%)" if total else ""
+        log(f"  {name}: {human_bytes(received)}{of}")
 
     return update
 
@@ -422,20 +396,20 @@ def _download_archive(archive: TarArchive, part: Path, corpus: ParallelCorpus, h
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length is not None and length.strip().isdigit() else None
-            free = _free_bytes(part.parent)
+            free = free_bytes(part.parent)
             if total is not None and free is not None and free < total:
                 raise _no_space(part.parent, total, corpus)
-            log(f"downloading {url} ({_human(total) if total else archive.size}) into {part.parent}")
+            log(f"downloading {url} ({human_bytes(total) if total else archive.size}) into {part.parent}")
             with open(part, "wb") as out:
                 received = _copy(response, out, digest=digest, progress=_progress(url, total, log))
     except OSError as e:  # URLError/HTTPError, timeouts, resets, a full disk
-        if _is_no_space(e):
+        if is_no_space(e):
             raise _no_space(part.parent, total, corpus) from None
         reason = getattr(e, "reason", None) or e
         raise DataError(f"could not download {url}: {reason}. {hint}") from None
     if total is not None and total != received:
         raise DataError(f"incomplete download of {url}: got {received:,} of {total:,} bytes. Try again. {hint}")
-    log(f"  {PurePosixPath(url).name}: {_human(received)} downloaded")
+    log(f"  {PurePosixPath(url).name}: {human_bytes(received)} downloaded")
     return digest.hexdigest()
 
 
@@ -497,9 +471,9 @@ def _extract_tar(part: Path, archive: TarArchive, root: Path, corpus: ParallelCo
                     _check_tar_member(info, url)
                     size = _write_tar_member(tar, info, member, target, url)
                     written.append(target)
-                    log(f"  saved {info.name} ({_human(size)}) as {target}")
+                    log(f"  saved {info.name} ({human_bytes(size)}) as {target}")
         except OSError as e:
-            if _is_no_space(e):
+            if is_no_space(e):
                 raise _no_space(root / PurePosixPath(archive.members[0].target).parent, None, corpus) from None
             if isinstance(e, gzip.BadGzipFile):
                 raise DataError(f"{url} did not give a valid archive ({e}). {hint}") from None
@@ -554,7 +528,7 @@ def _fetch_tar_archive(archive: TarArchive, root: Path, corpus: ParallelCorpus, 
         try:
             _write_checksum_record(record, digest, url)
         except OSError as e:
-            if _is_no_space(e):
+            if is_no_space(e):
                 raise _no_space(directory, None, corpus) from None
             raise
         log(f"  archive sha256 {digest} (no known checksum; recorded in {record} to verify later downloads)")
@@ -606,7 +580,7 @@ def _fetch_test_set(test_set: str, prefix: str, root: Path, corpus: ParallelCorp
         lines = {lang: _write_text_copy(Path(path), Path(f"{base}.{lang}"))
                  for lang, path in ((src, source), (tgt, references[0]))}
     except OSError as e:
-        if _is_no_space(e):
+        if is_no_space(e):
             raise _no_space(base.parent, None, corpus) from None
         raise DataError(f"cannot write {base}.{src} / .{tgt}: {e}. {by_hand}") from None
     if lines[src] != lines[tgt]:

@@ -19,7 +19,6 @@ counted while it is encoded (`build_store`), so the vocabulary comes from the sa
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import itertools
 import json
@@ -34,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..outputs import write_atomic
-from .cache import sha256_file
+from .cache import files_unchanged, sha256_file
+from .errors import is_no_space
 from .stream import disk_full_error
 
 if TYPE_CHECKING:
@@ -154,13 +154,11 @@ def complete(directory: Path) -> bool:
         return False
     if not isinstance(manifest, dict) or manifest.get("version") != STORE_VERSION:
         return False
-    for name, record in manifest.get("files", {}).items():
-        path = directory / name
-        if not path.is_file() or path.stat().st_size != record.get("bytes"):
-            return False
-        if sha256_file(path) != record.get("sha256"):
-            return False
-    return len(manifest.get("files", {})) == 3 * len(SIDES)
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or len(files) != 3 * len(SIDES):
+        return False
+    return files_unchanged(directory, {name: record.get("sha256") for name, record in files.items()},
+                           {name: record.get("bytes") for name, record in files.items()})
 
 
 def _lines(path: Path, chunk: int) -> Iterator[list[str]]:
@@ -292,7 +290,7 @@ def build_store(data_dir: Path, tokenizer: Tokenizer, workers: int, log: Callabl
     except BaseException as error:
         bar.close()
         shutil.rmtree(work, ignore_errors=True)
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        if is_no_space(error):
             raise disk_full_error(data_dir, error) from None
         raise
     seconds = time.perf_counter() - started
@@ -302,7 +300,7 @@ def build_store(data_dir: Path, tokenizer: Tokenizer, workers: int, log: Callabl
 
 
 def open_store(data_dir: Path, tokenizer: Tokenizer, workers: int, log: Callable[[str], None] = print) -> TokenStore:
-    """The training split's store for ``tokenizer``: mapped from disk when complete, else encoded first."""
+    """The training split's store for ``tokenizer``: read from disk when complete, else encoded first."""
     directory = store_dir(data_dir, tokenizer)
     if complete(directory):
         log(f"using the token store in {directory}")

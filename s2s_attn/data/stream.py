@@ -14,7 +14,6 @@ writes the kept pairs in input order, so the result is the same for any number o
 from __future__ import annotations
 
 import ctypes
-import errno
 import hashlib
 import multiprocessing
 import os
@@ -26,7 +25,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, is_no_space, no_space_error
 from .split import length_rule
 from .text import normalize_text, source_key
 
@@ -327,17 +326,10 @@ class Pool:
 
 
 def disk_full_error(directory: Path, error: OSError) -> DataError:
-    """The DataError for a failed write: a full disk says so, with the free space and what to do."""
-    if error.errno == errno.ENOSPC:
-        try:
-            free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
-            room = f" ({free / 1e9:.1f} GB free)"
-        except OSError:
-            room = ""
-        return DataError(
-            f"the disk holding {directory} is full{room}: the prepared data could not be written. Free some "
-            "space, or set data.cache_dir=... (or S2S_CACHE_DIR) to a directory on a larger disk."
-        )
+    """The DataError for a failed write of prepared data: a full disk says so (`no_space_error`)."""
+    if is_no_space(error):
+        return no_space_error(directory, "the prepared data could not be written",
+                              "set data.cache_dir=... (or S2S_CACHE_DIR) to a directory on a larger disk")
     return DataError(f"cannot write prepared data to {directory}: {error.strerror}. Set data.cache_dir=... to a "
                      "writable directory.")
 

@@ -1,11 +1,12 @@
 """Streamed preparation (`s2s_attn.data.stream`) and the token store (`s2s_attn.data.store`): what they write is
 what the in-memory rules give, on any number of workers; a killed or failing preparation leaves nothing that looks
-complete; training reads the same ids from the map as from lists."""
+complete; training reads the same ids from the store as from lists."""
 
 from __future__ import annotations
 
 import errno
 import json
+import os
 import random
 from pathlib import Path
 
@@ -142,18 +143,19 @@ def test_a_killed_preparation_leaves_no_directory_taken_as_complete(
     assert (out / "manifest.json").exists() and not list(out.glob(".*.tmp"))
 
 
-def test_a_full_disk_is_one_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])  # a full disk, or a full quota
+def test_a_full_disk_is_one_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
     write_tsv(tmp_path / "data" / "c.tsv", 300)
 
     class FullDisk:
         def write(self, data: bytes) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(code, os.strerror(code))
 
         def close(self) -> None:
             pass
 
     monkeypatch.setattr(formats.WorkFiles, "open", lambda self, name: FullDisk())
-    with pytest.raises(DataError, match=r"the disk holding .* is full .*set data.cache_dir"):
+    with pytest.raises(DataError, match=r"no space left on the disk holding .* set data.cache_dir"):
         prepare_data(tsv_cfg(tmp_path / "data", tmp_path / "cache", workers=1), log=quiet)
 
 
