@@ -21,9 +21,11 @@ from torch import Tensor
 
 from . import gemm, kernels
 
-# Rows per block when the caller does not say: the fastest block size for float32 training steps; bf16 pads every
-# block to its full size (`_bf16_forward`), so there the smaller block wins.
-FLOAT32_CHUNK_ROWS = 256
+# Rows per block when the caller does not say. In float32 a bigger block multiplies faster (the products' inner
+# dimension is only the feature size), so a batch of 64 sentences is one block; 1024 rows bound a block's logits
+# (32 MiB at 8k pieces) for token budgets. bf16 pads every block to its full size (`_bf16_forward`), so there the
+# smaller block wins.
+FLOAT32_CHUNK_ROWS = 1024
 BF16_CHUNK_ROWS = 128
 
 

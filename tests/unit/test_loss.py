@@ -27,7 +27,7 @@ def problem(rows=300, dim=16, vocab=50, bias=True, seed=0):
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("chunk_rows", [1, 64, 128, 1000, None])  # None: 256 rows, a ragged second block
+@pytest.mark.parametrize("chunk_rows", [1, 64, 128, 1000, None])  # 64, 128: a ragged last block; None: one
 def test_value_and_gradients_equal_the_plain_linear_then_cross_entropy(label_smoothing, bias, chunk_rows):
     x, weight, b, y = problem(bias=bias)
     inputs = [x, weight] + ([b] if bias else [])
