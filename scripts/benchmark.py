@@ -26,8 +26,12 @@ matrix-multiply ceiling the training step reaches).
 
 ``--peer RUN`` (onmt_mlp, onmt_general, joey_bahdanau, joey_luong) first installs and trains that peer
 with the scripts of ``../shared/bench/peers`` (setup.sh, run_all.sh; package registries only) for
-``--peer-seconds``, prints its figures (config "peer:RUN"), then measures our configurations on the
-peers' own split, and prints the ratios ours / peer (config "ratio:..."), all from this one run. Each of our
+``--peer-seconds``, prints its figures (config "peer:RUN"), then measures the configuration compared with it
+(bahdanau for the Bahdanau runs, luong_general_parallel for the Luong ones) on the peers' own split, and prints the
+ratio ours / peer (config "ratio:..."), all from this one run; configurations no peer is compared with come last.
+A shared machine's speed drifts by 10-20% over minutes, so ``--peer-rounds N`` measures each such pair N times,
+ours first every other round, and prints each round's ratios and then their medians (with
+train_tok_s_rounds). Each of our
 configurations then decodes with a model trained as many steps as the checkpoint its peer decoded with (that
 peer's decode_model_steps; batches of 64 sentences on both sides), unless ``--decode-after-steps`` says otherwise.
 A peer's train_tok_s is the median of its 50-step windows' logged rates after warm-up (their parse_throughput.py);
@@ -525,6 +529,36 @@ def peer_decode_steps(config: str, peers: dict[str, dict]) -> int | None:
     return max(steps, default=0) or None
 
 
+def enumerate_schedule(peer_runs: list[str], configs: list[str], rounds: int) -> list[tuple[int, tuple[str, str]]]:
+    """The order of a side-by-side run: (round, ("peer", run) or ("ours", config)). Each peer is measured next to
+    the configuration it is compared with (`OUR_CONFIG_FOR_PEER`), so that a pair's two figures are minutes apart;
+    every other round measures ours first, so that a machine's drift within a pair cancels over the rounds.
+    Configurations that no peer is compared with follow, once per round. Without peers: each configuration once."""
+    if not peer_runs:
+        return [(0, ("ours", config)) for config in configs]
+    schedule = []
+    paired = {OUR_CONFIG_FOR_PEER[run] for run in peer_runs}
+    for round_number in range(rounds):
+        for run in peer_runs:
+            pair = [("peer", run)] + ([("ours", OUR_CONFIG_FOR_PEER[run])] if OUR_CONFIG_FOR_PEER[run] in configs
+                                      else [])
+            schedule += [(round_number, step) for step in (pair[::-1] if round_number % 2 else pair)]
+        schedule += [(round_number, ("ours", config)) for config in configs if config not in paired]
+    return schedule
+
+
+def median_ratios(rounds: list[dict]) -> dict:
+    """One pair's ratios over the rounds (`ratios` of each, with its "round"): the median of each figure, and
+    ``train_tok_s_rounds``, the training ratio of each round."""
+    result = {"config": rounds[0]["config"], "rounds": len(rounds)}
+    for key in ("train_tok_s", "train_tok_s_median", "greedy_sent_s", "beam5_sent_s", "peak_rss_mib"):
+        values = [r[key] for r in rounds if key in r]
+        if values:
+            result[key] = round(statistics.median(values), 2)
+    result["train_tok_s_rounds"] = [r.get("train_tok_s") for r in rounds]
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS,
@@ -544,6 +578,10 @@ def main() -> int:
                              "prints its figures and our ratio to it (repeatable)")
     parser.add_argument("--peer-seconds", type=int, default=600,
                         help="with --peer: the peer's training budget in seconds (default 600)")
+    parser.add_argument("--peer-rounds", type=int, default=1,
+                        help="with --peer: measure each peer and the configuration compared with it this many "
+                             "times, side by side, ours first every other round; prints each round's ratios and "
+                             "their medians (default 1)")
     parser.add_argument("--peers-bench", type=Path, default=default_peers_bench(),
                         help="the peers' bench scripts (default: ../shared/bench/peers beside the checkout)")
     parser.add_argument("--peers-dir", type=Path, default=Path(".peers").resolve(),
@@ -587,37 +625,50 @@ def main() -> int:
         parser.error(f"--peer needs the peers' bench scripts; none in {args.peers_bench} (see --peers-bench)")
 
     failed = 0
-    peers = {}
-    for run in args.peer:  # peers first: they build the shared split our configurations then train on
-        try:
-            peers[run] = run_peer(run, args.peers_bench, args.peers_dir, args.peer_seconds)
-            print(json.dumps(peers[run]), flush=True)
-        except (subprocess.CalledProcessError, OSError, ValueError, KeyError) as error:
-            failed += 1
-            print(json.dumps({"config": f"peer:{run}", "error": str(error)[-500:]}), flush=True)
+    peers: dict[str, dict] = {}  # the latest figures of each peer
     extra = " " + " ".join(peer_split_overrides(args.peers_dir)) if args.peer else ""
-    ours = {}
-    for spec in args.configs:
-        cmd = [sys.executable, __file__, "--one", spec + extra, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--decode", str(args.decode), "--threads", str(args.threads)]
-        decode_after = args.decode_after_steps
-        if decode_after is None and peers:
-            decode_after = peer_decode_steps(spec.partition("=")[0], peers)
-        if decode_after is not None:
-            cmd += ["--decode-after-steps", str(decode_after)]
-        child = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-        if child.returncode != 0 or not lines:
-            failed += 1
-            print(json.dumps({"config": spec.partition("=")[0], "error": child.stderr.strip()[-500:]}), flush=True)
+    specs = {spec.partition("=")[0]: spec for spec in args.configs}
+    per_round: dict[str, list[dict]] = {}  # ratio name -> that pair's ratios, one per round
+    mine: dict[tuple[int, str], dict] = {}  # (round, our config) -> figures, for the ratio with the adjacent peer
+    compared: set[tuple[int, str]] = set()  # (round, peer run) whose ratio is printed
+    for round_number, (kind, name) in enumerate_schedule(args.peer, list(specs), args.peer_rounds):
+        tag = {"round": round_number} if args.peer_rounds > 1 else {}
+        if kind == "peer":
+            try:
+                peers[name] = {**run_peer(name, args.peers_bench, args.peers_dir, args.peer_seconds), **tag}
+                print(json.dumps(peers[name]), flush=True)
+            except (subprocess.CalledProcessError, OSError, ValueError, KeyError) as error:
+                failed += 1
+                print(json.dumps({"config": f"peer:{name}", "error": str(error)[-500:], **tag}), flush=True)
+                continue
         else:
-            print(lines[-1], flush=True)
-            result = json.loads(lines[-1])
-            ours[result["config"]] = result
-    for run, peer in peers.items():
-        mine = ours.get(OUR_CONFIG_FOR_PEER[run])
-        if mine is not None:
-            print(json.dumps(ratios(mine, peer)), flush=True)
+            spec = specs[name]
+            cmd = [sys.executable, __file__, "--one", spec + extra, "--steps", str(args.steps),
+                   "--warmup", str(args.warmup), "--decode", str(args.decode), "--threads", str(args.threads)]
+            decode_after = args.decode_after_steps
+            if decode_after is None and peers:
+                decode_after = peer_decode_steps(name, peers)
+            if decode_after is not None:
+                cmd += ["--decode-after-steps", str(decode_after)]
+            child = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+            if child.returncode != 0 or not lines:
+                failed += 1
+                print(json.dumps({"config": name, "error": child.stderr.strip()[-500:], **tag}), flush=True)
+                continue
+            mine[(round_number, name)] = {**json.loads(lines[-1]), **tag}
+            print(json.dumps(mine[(round_number, name)]), flush=True)
+        for run, peer in peers.items():  # a pair is complete when both of this round are in
+            ours = mine.get((round_number, OUR_CONFIG_FOR_PEER[run]))
+            if (peer.get("round", 0) == round_number and ours is not None and (round_number, run) not in compared
+                    and (kind, name) in (("peer", run), ("ours", OUR_CONFIG_FOR_PEER[run]))):
+                compared.add((round_number, run))
+                ratio = {**ratios(ours, peer), **tag}
+                per_round.setdefault(ratio["config"], []).append(ratio)
+                print(json.dumps(ratio), flush=True)
+    if args.peer_rounds > 1:
+        for rounds in per_round.values():
+            print(json.dumps(median_ratios(rounds)), flush=True)
     return 1 if failed else 0
 
 

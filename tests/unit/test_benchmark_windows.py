@@ -1,7 +1,7 @@
 """scripts/benchmark.py measures training as the peers' own scripts do, as well as over all timed steps: the
 target tokens/s of each 50-step window and their median (the peers' parse_throughput.py statistic), and the
-side-by-side ratio compares like with like (our median window over the peer's, and decoding with models trained as
-many steps)."""
+side-by-side ratio compares like with like (our median window over the peer's, decoding with models trained as
+many steps, each peer measured next to the configuration it is compared with, in rounds)."""
 
 import json
 import os
@@ -60,3 +60,52 @@ def test_each_configuration_decodes_after_as_many_steps_as_the_peer_it_is_compar
     assert steps("luong_general_parallel", peers) == 1000
     assert steps("bahdanau_bf16", peers) == 1000  # compared with no peer: the most of them
     assert steps("bahdanau", {"onmt_mlp": {"decode_model_steps": None}}) is None
+
+
+def test_each_peer_is_measured_next_to_its_configuration_ours_first_every_other_round(benchmark_script):
+    schedule = benchmark_script.enumerate_schedule(["onmt_mlp", "onmt_general"],
+                                                   ["bahdanau", "luong_general_parallel", "bahdanau_bf16"], 2)
+    assert schedule == [
+        (0, ("peer", "onmt_mlp")), (0, ("ours", "bahdanau")),
+        (0, ("peer", "onmt_general")), (0, ("ours", "luong_general_parallel")),
+        (0, ("ours", "bahdanau_bf16")),  # compared with no peer: after the pairs
+        (1, ("ours", "bahdanau")), (1, ("peer", "onmt_mlp")),
+        (1, ("ours", "luong_general_parallel")), (1, ("peer", "onmt_general")),
+        (1, ("ours", "bahdanau_bf16")),
+    ]
+    assert benchmark_script.enumerate_schedule([], ["a", "b"], 3) == [(0, ("ours", "a")), (0, ("ours", "b"))]
+
+
+def test_the_ratios_of_several_rounds_are_summed_up_by_their_medians(benchmark_script):
+    rounds = [{"config": "ratio:bahdanau/peer:onmt_mlp", "round": r, "train_tok_s": t, "greedy_sent_s": 2.5}
+              for r, t in enumerate([1.8, 2.2, 2.1])]
+    summary = benchmark_script.median_ratios(rounds)
+    assert summary == {"config": "ratio:bahdanau/peer:onmt_mlp", "rounds": 3, "train_tok_s": 2.1,
+                       "greedy_sent_s": 2.5, "train_tok_s_rounds": [1.8, 2.2, 2.1]}
+
+
+def test_a_run_of_two_rounds_prints_each_rounds_ratio_and_their_median(benchmark_script, monkeypatch, capsys,
+                                                                      tmp_path):
+    rates = iter([1500, 3000, 3600, 2000])  # peer, ours (round 0); ours, peer (round 1)
+
+    def fake_peer(run, bench, peers_dir, seconds):
+        return {"config": f"peer:{run}", "train_tok_s": next(rates), "decode_model_steps": 700}
+
+    def fake_child(cmd, capture_output, text):
+        figures = {"config": cmd[cmd.index("--one") + 1].partition("=")[0], "train_tok_s": next(rates)}
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(figures) + "\n", stderr="")
+
+    (tmp_path / "run_all.sh").write_text("")
+    monkeypatch.setattr(benchmark_script, "run_peer", fake_peer)
+    monkeypatch.setattr(benchmark_script.subprocess, "run", fake_child)
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", "--peer", "onmt_mlp", "--peer-rounds", "2", "--peers-bench",
+                                      str(tmp_path), "--configs", "bahdanau=experiment=benchmark"])
+    assert benchmark_script.main() == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["config"] for line in lines] == ["peer:onmt_mlp", "bahdanau", "ratio:bahdanau/peer:onmt_mlp",
+                                                  "bahdanau", "peer:onmt_mlp", "ratio:bahdanau/peer:onmt_mlp",
+                                                  "ratio:bahdanau/peer:onmt_mlp"]
+    assert [line.get("round") for line in lines[:6]] == [0, 0, 0, 1, 1, 1]
+    assert lines[2]["train_tok_s"] == 2.0 and lines[5]["train_tok_s"] == 1.8
+    assert lines[6] == {"config": "ratio:bahdanau/peer:onmt_mlp", "rounds": 2, "train_tok_s": 1.9,
+                        "train_tok_s_rounds": [2.0, 1.8]}
